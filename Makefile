@@ -1,0 +1,36 @@
+# uebench: two commands for a new user.
+#   make demo   set up .venv (first time only) and run the offline end-to-end demo
+#   make test   set up .venv (first time only) and run the test suite + linter
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export NLTK_DATA := $(CURDIR)/.nltk_data
+
+.PHONY: demo test lint bench wordnet clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/uebench demo
+
+# WordNet 3.0 is only needed to re-verify the packaged taxonomy snapshot; best effort (the test says why it skips).
+wordnet: $(STAMP)
+	-@bash scripts/install_wordnet.sh
+
+test: $(STAMP) wordnet
+	$(BIN)/python -m pytest
+	$(BIN)/ruff check .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) uebench-workspace .pytest_cache .ruff_cache

@@ -1,0 +1,656 @@
+"""Flat selective-prediction and calibration metrics (selective.md), vectorised numpy, float64.
+
+Inputs are ``conf: (N,) float`` (higher = more confident) and ``correct: (N,) bool`` (top-1 prediction
+correct). Every ranking metric is computed from one stable descending sort, held by :class:`RankedScores`;
+:func:`summarize` computes the whole bundle of one (model, κ) from that single sort.
+
+Conventions (docs/metrics.md has the full table):
+- Every quantity is a fraction (accuracy too); nothing is ×1000 or percent.
+- ``ties="midrank"`` (default) is tie-aware: mid-rank AUROC (≡ scikit-learn), expected selective risk over
+  random orders inside a tie block, curves evaluated only at distinct thresholds. ``ties="reference"``
+  reproduces the reference pair count / per-prefix sums on the stable order. Without ties both agree.
+- Ranking metrics of single-class input (all correct or all wrong) are NaN with a warning, never 0 or 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from scipy.special import digamma
+
+from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result, softmax_stats
+
+__all__ = [
+    "RankedScores",
+    "TemperatureFit",
+    "adaptive_bin_edges",
+    "adaptive_ece",
+    "adaptive_mce",
+    "augrc",
+    "aurc",
+    "auroc",
+    "brier",
+    "confidence_stats",
+    "coverage_at_accuracy",
+    "eaurc",
+    "eaurc_exact",
+    "ece",
+    "fit_temperature",
+    "fit_temperature_result",
+    "gamma",
+    "mce",
+    "nll",
+    "rank_scores",
+    "risk_at_coverage",
+    "selective_risk_curve",
+    "summarize",
+]
+
+Ties = Literal["midrank", "reference"]
+BIN_CONVENTIONS = ("(lo,hi]", "[lo,hi)")
+_SEMANTICS = {"first": "first", "first_violation": "first", "max": "max", "max_coverage": "max"}
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks and the shared sorted view
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product of two (n,) arrays (einsum: no BLAS thread start-up for these short vectors)."""
+    return float(np.einsum("i,i->", a, b))
+
+
+def _check_inputs(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return ``conf`` as (N,) float64 and ``correct`` as (N,) bool."""
+    c = np.asarray(conf)
+    y = np.asarray(correct)
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError(f"conf must be a non-empty 1-D array of shape (N,), got shape {c.shape}")
+    if not (np.issubdtype(c.dtype, np.floating) or np.issubdtype(c.dtype, np.integer)):
+        raise ValueError(f"conf must be a real-valued array, got dtype {c.dtype}")
+    c = c.astype(np.float64, copy=False)
+    if not np.isfinite(c).all():
+        raise ValueError(f"conf must be finite, found {int((~np.isfinite(c)).sum())} NaN/infinite values")
+    if y.ndim != 1 or y.shape[0] != c.shape[0]:
+        raise ValueError(f"correct must have shape ({c.shape[0]},) to match conf, got shape {y.shape}")
+    if y.dtype != np.bool_:
+        raise ValueError(f"correct must be a boolean array (top-1 correct), got dtype {y.dtype}")
+    return c, y
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in ("midrank", "reference"):
+        raise ValueError(f"ties must be 'midrank' or 'reference', got {ties!r}")
+
+
+@dataclass(frozen=True)
+class RankedScores:
+    """Samples in stable descending order of confidence, with prefix counts and tie blocks.
+
+    ``conf``: (n,) float64 sorted descending; ``correct``: (n,) bool in that order; ``errors_before``:
+    (n+1,) int64, errors among the k most confident (k = 0..n); ``block_start`` / ``block_end``: (B,) int64,
+    each tie block covers sorted positions block_start..block_end−1 (so block_end is a prefix length k).
+    """
+
+    conf: np.ndarray
+    correct: np.ndarray
+    errors_before: np.ndarray
+    block_start: np.ndarray
+    block_end: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.conf.size)
+
+    @property
+    def m(self) -> int:
+        """Number of errors."""
+        return int(self.errors_before[-1])
+
+    def block_errors(self) -> np.ndarray:
+        """(B,) errors inside each tie block."""
+        return self.errors_before[self.block_end] - self.errors_before[self.block_start]
+
+    def block_sizes(self) -> np.ndarray:
+        return self.block_end - self.block_start
+
+    def expected_errors(self, k: np.ndarray) -> np.ndarray:
+        """Expected errors among the k most confident (k ≥ 1) over random orders inside tie blocks."""
+        b = np.searchsorted(self.block_end, k, side="left")
+        k0 = self.block_start[b]
+        rho = self.block_errors()[b] / self.block_sizes()[b]
+        return self.errors_before[k0] + (k - k0) * rho
+
+    @cached_property
+    def expected_risk(self) -> np.ndarray:
+        """(n,) float64 expected selective risk of each prefix k = 1..n over random orders in tie blocks."""
+        k = np.arange(1, self.n + 1, dtype=np.float64)
+        if self.block_end.size == self.n:  # no ties: the stable order is the only order
+            return self.errors_before[1:] / k
+        sizes = self.block_sizes()
+        base = np.repeat(self.errors_before[self.block_start], sizes)
+        start = np.repeat(self.block_start, sizes)
+        rho = np.repeat(self.block_errors() / sizes, sizes)
+        return (base + (k - start) * rho) / k
+
+    @cached_property
+    def ascending(self) -> np.ndarray:
+        """(n,) float64 confidences sorted ascending (contiguous)."""
+        return np.ascontiguousarray(self.conf[::-1])
+
+
+def rank_scores(conf: np.ndarray, correct: np.ndarray) -> RankedScores:
+    """Validate ``conf: (N,)`` / ``correct: (N,) bool`` and sort once (stable, descending confidence)."""
+    c, y = _check_inputs(conf, correct)
+    order = np.argsort(-c, kind="stable")
+    cs, ys = c[order], y[order]
+    errors_before = np.zeros(cs.size + 1, dtype=np.int64)
+    np.cumsum(~ys, out=errors_before[1:])
+    block_end = np.append(np.flatnonzero(cs[1:] != cs[:-1]) + 1, cs.size).astype(np.int64)
+    block_start = np.concatenate(([0], block_end[:-1])).astype(np.int64)
+    return RankedScores(cs, ys, errors_before, block_start, block_end)
+
+
+def _single_class_nan(r: RankedScores, metric: str) -> bool:
+    if r.m == 0 or r.m == r.n:
+        kind = "correct" if r.m == 0 else "wrong"
+        warnings.warn(f"{metric}: all {r.n} samples are {kind}; returning NaN", RuntimeWarning, stacklevel=3)
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# AUROC and gamma
+
+
+def _pair_counts(r: RankedScores) -> tuple[float, float, float]:
+    """(concordant, discordant, tied) (correct, wrong) pairs; concordant = correct strictly more confident."""
+    err_b = r.block_errors()
+    cor_b = r.block_sizes() - err_b
+    err_after = r.m - r.errors_before[r.block_end]
+    cor_after = (r.n - r.m) - (r.block_end - r.errors_before[r.block_end])
+    concordant = _dot(cor_b, err_after)
+    discordant = _dot(err_b, cor_after)
+    tied = _dot(cor_b, err_b)
+    return concordant, discordant, tied
+
+
+def _auroc(r: RankedScores, ties: str) -> float:
+    _check_ties(ties)
+    if _single_class_nan(r, "auroc"):
+        return math.nan
+    pairs = float(r.n - r.m) * r.m
+    if ties == "reference":
+        # each correct sample is concordant with every error that comes after it in the stable order
+        inc_after = r.m - r.errors_before[1:][r.correct]
+        return float(inc_after.sum()) / pairs
+    concordant, _, tied = _pair_counts(r)
+    return (concordant + 0.5 * tied) / pairs
+
+
+def auroc(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> float:
+    """Misclassification-detection AUROC: P(κ_correct > κ_wrong), a fraction in [0, 1].
+
+    ``ties="midrank"``: tied pairs count ½ (Mann–Whitney, equals ``sklearn.metrics.roc_auc_score(correct,
+    conf)``); ``ties="reference"``: pair count on the stable descending order (a tied pair counts 1 or 0 by
+    position). NaN with a warning when only one class is present.
+    """
+    return _auroc(rank_scores(conf, correct), ties)
+
+
+def _gamma(r: RankedScores, ties: str) -> float:
+    if ties == "goodman_kruskal":
+        if _single_class_nan(r, "gamma"):
+            return math.nan
+        concordant, discordant, _ = _pair_counts(r)
+        if concordant + discordant == 0:
+            warnings.warn(
+                "gamma: every (correct, wrong) pair is tied; returning NaN", RuntimeWarning, stacklevel=3
+            )
+            return math.nan
+        return (concordant - discordant) / (concordant + discordant)
+    return 2.0 * _auroc(r, ties) - 1.0
+
+
+def gamma(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    *,
+    ties: Literal["midrank", "reference", "goodman_kruskal"] = "midrank",
+) -> float:
+    """Rank correlation of κ with correctness, in [−1, 1].
+
+    ``"reference"``: 2·AUROC_ref − 1 (the CSV's "Gamma Correlation"); ``"midrank"``: 2·AUROC − 1 (tied
+    pairs count 0, Somers' D); ``"goodman_kruskal"``: (concordant − discordant)/(concordant + discordant),
+    tied pairs dropped. NaN with a warning for single-class input.
+    """
+    if ties not in ("midrank", "reference", "goodman_kruskal"):
+        raise ValueError(f"ties must be 'midrank', 'reference' or 'goodman_kruskal', got {ties!r}")
+    return _gamma(rank_scores(conf, correct), ties)
+
+
+# --------------------------------------------------------------------------------------------------
+# risk–coverage: curve, AURC, E-AURC, AUGRC, risk at coverage
+
+
+def _risk_curve(r: RankedScores, ties: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _check_ties(ties)
+    k = r.block_end if ties == "midrank" else np.arange(1, r.n + 1)
+    return k / r.n, r.errors_before[k] / k, r.conf[k - 1]
+
+
+def selective_risk_curve(
+    conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Risk–coverage curve ``(coverage, risk, threshold)``, each (P,) float64, coverage increasing.
+
+    ``"midrank"``: one point per distinct threshold t: coverage #{κ ≥ t}/n, risk = error rate among them.
+    ``"reference"``: one point per prefix k of the stable order: (k/n, errors among first k / k, κ_(k)).
+    """
+    return _risk_curve(rank_scores(conf, correct), ties)
+
+
+def _aurc(r: RankedScores, ties: str) -> float:
+    _check_ties(ties)
+    if ties == "reference":
+        return float(np.mean(r.errors_before[1:] / np.arange(1, r.n + 1)))
+    return float(np.mean(r.expected_risk))
+
+
+def aurc(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> float:
+    """Area under the risk–coverage curve as the mean selective risk (1/n)·Σ_k R_k, a fraction in [0, 1].
+
+    ``"reference"``: R_k = errors among the first k of the stable order / k (the paper's AURC, ``aurc_ref``).
+    ``"midrank"`` (default): inside a tie block R_k is its expectation over random orders of the block.
+    """
+    return _aurc(rank_scores(conf, correct), ties)
+
+
+def _aurc_optimal(n: int, m: int, exact: bool) -> float:
+    r = m / n
+    if exact:
+        # AURC of the perfect ranking: m/n − ((n−m)/n)·(H_n − H_{n−m}), H_k = digamma(k+1) + Euler γ
+        return r - (n - m) / n * float(digamma(n + 1) - digamma(n - m + 1))
+    return r + (1.0 - r) * math.log1p(-r)
+
+
+def _eaurc(r: RankedScores, ties: str, exact: bool) -> float:
+    if r.m == r.n:
+        warnings.warn(
+            "eaurc: every sample is wrong (error rate 1); returning NaN", RuntimeWarning, stacklevel=3
+        )
+        return math.nan
+    return _aurc(r, ties) - _aurc_optimal(r.n, r.m, exact)
+
+
+def eaurc(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> float:
+    """Excess AURC over the continuous optimum r + (1 − r)·ln(1 − r), r = error rate (Geifman et al.).
+
+    A fraction; NaN with a warning when r = 1. A perfect ranking scores ≈ +O(1/n), see :func:`eaurc_exact`.
+    """
+    return _eaurc(rank_scores(conf, correct), ties, exact=False)
+
+
+def eaurc_exact(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> float:
+    """Excess AURC over the exact discrete optimum m/n − ((n−m)/n)·(H_n − H_{n−m}); perfect ranking → 0."""
+    return _eaurc(rank_scores(conf, correct), ties, exact=True)
+
+
+def _augrc(r: RankedScores, reference: str | None) -> float:
+    if reference in (None, "fd-shifts"):
+        k = np.concatenate(([0], r.block_end))
+        return float(np.trapezoid(r.errors_before[k] / r.n, k / r.n))
+    if reference == "torch-uncertainty":
+        if r.n < 2:
+            return math.nan
+        k = np.arange(1, r.n + 1)
+        return float(np.trapezoid(r.errors_before[1:] / r.n, k / r.n)) / (1.0 - 1.0 / r.n)
+    raise ValueError(f"reference must be None, 'fd-shifts' or 'torch-uncertainty', got {reference!r}")
+
+
+def augrc(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    *,
+    reference: Literal["fd-shifts", "torch-uncertainty"] | None = None,
+) -> float:
+    """Area under the generalized-risk curve GR(c) = P(accepted ∧ wrong) (Traub et al. 2024), a fraction.
+
+    Default (= ``"fd-shifts"``): points at distinct thresholds (#{κ ≥ t}/n, errors among them/n) plus (0, 0),
+    trapezoid rule (fd-shifts prints it ×1000). ``"torch-uncertainty"``: per-prefix points k/n of the stable
+    order, trapezoid from 1/n to 1, divided by (1 − 1/n).
+    """
+    return _augrc(rank_scores(conf, correct), reference)
+
+
+def _check_fraction(value: float, name: str, *, allow_zero: bool = False) -> None:
+    is_number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not (is_number and (0.0 <= value <= 1.0 if allow_zero else 0.0 < value <= 1.0)):
+        raise ValueError(f"{name} must be in {'[0' if allow_zero else '(0'}, 1], got {value!r}")
+
+
+def _risk_at_coverage(r: RankedScores, coverage: float, ties: str) -> float:
+    _check_ties(ties)
+    _check_fraction(coverage, "coverage")
+    k = max(1, math.ceil(coverage * r.n - 1e-9))
+    errors = r.errors_before[k] if ties == "reference" else float(r.expected_errors(np.array([k]))[0])
+    return float(errors) / k
+
+
+def risk_at_coverage(
+    conf: np.ndarray, correct: np.ndarray, coverage: float = 0.95, *, ties: Ties = "midrank"
+) -> float:
+    """Selective risk R_k at k = ⌈coverage·n⌉ (torch-uncertainty ``RiskAtxCov``), a fraction.
+
+    ``"midrank"``: expected over random orders inside the tie block containing position k.
+    """
+    return _risk_at_coverage(rank_scores(conf, correct), coverage, ties)
+
+
+# --------------------------------------------------------------------------------------------------
+# SAC: coverage at a selective-accuracy target
+
+
+def _first_bad(bad: np.ndarray, k: np.ndarray, after: int) -> int | None:
+    """Index into ``k`` of the first True of ``bad`` with k > after, or None."""
+    hits = np.flatnonzero(bad & (k > after))
+    return int(hits[0]) if hits.size else None
+
+
+def _coverage_at_accuracy(
+    r: RankedScores, accuracy: float, forgive: int, semantics: str, reference: bool
+) -> float:
+    _check_fraction(accuracy, "accuracy", allow_zero=True)
+    if semantics not in _SEMANTICS:
+        raise ValueError(f"semantics must be one of {sorted(_SEMANTICS)}, got {semantics!r}")
+    if not (isinstance(forgive, int | np.integer) and forgive >= 0):
+        raise ValueError(f"forgive must be a non-negative integer, got {forgive!r}")
+    sem = _SEMANTICS[semantics]
+    k = np.arange(1, r.n + 1) if reference else r.block_end
+    acc = (k - r.errors_before[k]) / k
+    bad = acc < accuracy
+    if sem == "max":
+        ok = np.flatnonzero(~bad)
+        return float(k[ok[-1]]) / r.n if ok.size else math.nan
+    if reference:
+        # the paper's code: argmax over the violation flags (0 when there is none), denominator n + 1
+        strict = int(np.argmax(bad)) if bad.any() else 0
+        tail = bad[forgive:]
+        idx = forgive + (int(np.argmax(tail)) if tail.any() else 0)
+        return (idx if idx > forgive else strict) / (r.n + 1)
+    start = r.block_start
+    first = _first_bad(bad, k, 0)
+    strict = 1.0 if first is None else float(start[first]) / r.n
+    if forgive == 0:
+        return strict
+    late = _first_bad(bad, k, forgive)
+    if late is None:
+        return 1.0
+    return float(start[late]) / r.n if start[late] > forgive else strict
+
+
+def coverage_at_accuracy(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    accuracy: float = 0.99,
+    forgive: int = 200,
+    semantics: Literal["first", "first_violation", "max", "max_coverage"] = "first",
+    reference: bool = False,
+) -> float:
+    """SAC: coverage (fraction) at which selective accuracy meets ``accuracy`` (a fraction, e.g. 0.99).
+
+    ``semantics="first"`` (alias ``"first_violation"``): coverage just before the first prefix whose
+    cumulative accuracy drops below the target; prefixes of length ≤ ``forgive`` are not checked if the first
+    checked violation comes after position ``forgive`` (the paper's non-strict rule; ``forgive=0`` is
+    strict). Checked only at tie-block ends, denominator n, 1.0 if no checked prefix violates.
+    ``semantics="max"`` (alias ``"max_coverage"``): max k/n over tie-block ends with cumulative accuracy
+    ≥ target; NaN if none; ``forgive`` is ignored.
+    ``reference=True``: per-sample prefixes of the stable order; for ``"first"`` the paper's denominator
+    n + 1 and 0 when never violated; for ``"max"`` torch-uncertainty's ``CovAtxRisk``.
+    """
+    return _coverage_at_accuracy(rank_scores(conf, correct), accuracy, forgive, semantics, reference)
+
+
+# --------------------------------------------------------------------------------------------------
+# calibration: ECE, MCE, adaptive ECE
+
+
+def _check_probability(c: np.ndarray) -> None:
+    if c.min() < 0.0 or c.max() > 1.0:
+        raise ValueError(
+            "conf must be probabilities in [0, 1] for calibration metrics, "
+            f"found [{c.min():.6g}, {c.max():.6g}]"
+        )
+
+
+def _bin_gaps(
+    conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0."""
+    keep = j >= 0
+    jj = j[keep]
+    count = np.bincount(jj, minlength=n_bins)
+    gap = np.abs(
+        np.bincount(jj, weights=conf[keep], minlength=n_bins)
+        - np.bincount(jj, weights=correct[keep].astype(np.float64), minlength=n_bins)
+    )
+    return count, gap
+
+
+def _ece_from_bins(count: np.ndarray, gap: np.ndarray, n: int, norm: str) -> float:
+    if norm == "l1":
+        return float(gap.sum()) / n
+    nonempty = count > 0
+    if not nonempty.any():
+        warnings.warn("mce: every bin is empty; returning NaN", RuntimeWarning, stacklevel=3)
+        return math.nan
+    return float(np.max(gap[nonempty] / count[nonempty]))
+
+
+def _equal_width_bins(conf: np.ndarray, bins: int, convention: str) -> np.ndarray:
+    if not (isinstance(bins, int | np.integer) and bins >= 1):
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    if convention not in BIN_CONVENTIONS:
+        raise ValueError(f"convention must be one of {BIN_CONVENTIONS}, got {convention!r}")
+    edges = np.linspace(0, 1, bins + 1, dtype=np.float32)
+    c32 = conf.astype(np.float32)
+    if convention == "(lo,hi]":
+        return np.searchsorted(edges, c32, side="left") - 1  # κ = 0 -> −1: in no bin, still counted in n
+    return np.minimum(np.searchsorted(edges, c32, side="right") - 1, bins - 1)  # κ = 1 joins the last bin
+
+
+def _calibration(conf, correct, bins, convention, norm) -> float:
+    c, y = _check_inputs(conf, correct)
+    _check_probability(c)
+    count, gap = _bin_gaps(c, y, _equal_width_bins(c, bins, convention), bins)
+    return _ece_from_bins(count, gap, c.size, norm)
+
+
+def ece(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    bins: int = 15,
+    *,
+    convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
+) -> float:
+    """Expected calibration error Σ_j |mean κ_j − acc_j|·|B_j|/n over ``bins`` equal-width bins, a fraction.
+
+    ``conf`` must be probabilities. Bin edges are float32 ``linspace(0, 1, bins+1)`` compared with κ cast to
+    float32 (the reference). ``"(lo,hi]"`` (default, reference): κ = 0 is in no bin but counts in n;
+    ``"[lo,hi)"``: κ = 1 joins the last bin.
+    """
+    return _calibration(conf, correct, bins, convention, "l1")
+
+
+def mce(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    bins: int = 15,
+    *,
+    convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
+) -> float:
+    """Maximum calibration error max_j |mean κ_j − acc_j| over non-empty equal-width bins (as :func:`ece`)."""
+    return _calibration(conf, correct, bins, convention, "max")
+
+
+def adaptive_bin_edges(conf: np.ndarray, bins: int = 15, *, reference: bool = False) -> np.ndarray:
+    """Edges of the adaptive (equal-mass) bins of ``conf: (N,)``; bins are (e_j, e_{j+1}].
+
+    ``reference=True``: κ sorted ascending at indices 0, s, 2s, … with s = ⌊n/(bins − 1)⌋, first edge
+    replaced by 0 and last by max κ (15 edges = 14 bins at n = 50,000 and bins = 15). Default: ``bins + 1``
+    edges at the order statistics κ_(⌈j·n/bins⌉) (0 first, max κ last); tied values stay in one bin, so
+    some bins can be empty.
+    """
+    c = np.sort(_check_inputs(conf, np.zeros(np.shape(conf), dtype=bool))[0])
+    return _adaptive_edges(c, bins, reference)
+
+
+def _adaptive_edges(sorted_conf: np.ndarray, bins: int, reference: bool) -> np.ndarray:
+    n = sorted_conf.size
+    if not (isinstance(bins, int | np.integer) and bins >= 2):
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    if reference:
+        step = n // (bins - 1)
+        if step == 0:
+            raise ValueError(
+                f"adaptive_ece(reference=True) needs n >= bins - 1 = {bins - 1} samples, got {n}"
+            )
+        edges = sorted_conf[::step].copy()
+    else:
+        # edge j is the largest κ of the first ⌈j·n/bins⌉ samples: bins (e_j, e_{j+1}] hold ≈ n/bins each
+        edges = sorted_conf[np.maximum(-(-np.arange(bins + 1) * n // bins) - 1, 0)].copy()
+    edges[0] = min(0.0, sorted_conf[0])
+    edges[-1] = sorted_conf[-1]
+    return edges
+
+
+def _adaptive(conf, correct, bins, reference, norm) -> float:
+    c, y = _check_inputs(conf, correct)
+    _check_probability(c)
+    edges = _adaptive_edges(np.sort(c), bins, reference)
+    j = np.searchsorted(edges, c, side="left") - 1
+    count, gap = _bin_gaps(c, y, j, edges.size - 1)
+    return _ece_from_bins(count, gap, c.size, norm)
+
+
+def adaptive_ece(conf: np.ndarray, correct: np.ndarray, bins: int = 15, *, reference: bool = False) -> float:
+    """ECE over adaptive equal-mass bins (:func:`adaptive_bin_edges`), a fraction; ``conf`` are probabilities.
+
+    ``reference=True`` is the paper's A-ECE (14 bins when asked for 15); the default uses exactly ``bins``.
+    """
+    return _adaptive(conf, correct, bins, reference, "l1")
+
+
+def adaptive_mce(conf: np.ndarray, correct: np.ndarray, bins: int = 15, *, reference: bool = False) -> float:
+    """MCE over the adaptive bins of :func:`adaptive_ece`."""
+    return _adaptive(conf, correct, bins, reference, "max")
+
+
+# --------------------------------------------------------------------------------------------------
+# confidence statistics, NLL and Brier
+
+
+def _confidence_stats_sorted(ascending: np.ndarray) -> dict[str, float]:
+    n = ascending.size
+    total = float(ascending.sum())
+    mean = total / n
+    shift = 1e-7 - min(0.0, float(ascending[0]))  # shift so min κ = 0 if any κ < 0, then add 1e-7
+    shifted_total = total + n * shift
+    # Σ_i (2i − n − 1)·(κ_(i) + shift) with Σ_i (2i − n − 1) = 0, so the shift only enters the denominator
+    weighted = 2.0 * _dot(np.arange(1, n + 1, dtype=np.float64), ascending) - (n + 1) * total
+    centred = ascending - mean
+    return {
+        "conf_mean": mean,
+        "conf_median": float(ascending[(n - 1) // 2]),
+        "conf_variance": _dot(centred, centred) / (n - 1) if n > 1 else math.nan,
+        "conf_gini": weighted / (n * shifted_total),
+    }
+
+
+def confidence_stats(conf: np.ndarray) -> dict[str, float]:
+    """Mean, median (lower middle for even n, as torch), unbiased variance and Gini of ``conf: (N,)``.
+
+    Gini (reference): shift so min κ = 0 if any κ < 0, add 1e-7, sort ascending,
+    G = Σ_i (2i − n − 1)·κ_(i) / (n·Σκ). The input is never modified.
+    """
+    c = _check_inputs(conf, np.zeros(np.shape(conf), dtype=bool))[0]
+    return _confidence_stats_sorted(np.sort(c))
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood (nats) of softmax(``logits``/T); ``logits: (N, C)``, ``labels: (N,)``."""
+    return float(np.mean(softmax_stats(logits, labels, beta=_beta(temperature)).nll))
+
+
+def brier(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean multi-class Brier score Σ_j (p_j − 1[j = y])² of softmax(``logits``/T), in [0, 2]."""
+    return float(np.mean(softmax_stats(logits, labels, beta=_beta(temperature)).brier))
+
+
+def _beta(temperature: float) -> float:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return 1.0 / temperature
+
+
+# --------------------------------------------------------------------------------------------------
+# the bundle
+
+
+def summarize(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    *,
+    probability: bool,
+    bins: int = 15,
+    convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
+) -> dict[str, float]:
+    """Every flat metric of one (model, κ) from one sort: ``{column: value}`` (the selective_metrics columns).
+
+    ``probability``: κ is a probability (MSP), so the calibration columns (ECE, MCE, A-ECE) are computed;
+    otherwise they are NaN. Ranking columns of single-class input are NaN (with a warning).
+    """
+    r = rank_scores(conf, correct)
+    n = r.n
+    out: dict[str, float] = {"n": n, "accuracy": (n - r.m) / n}
+    out["auroc"] = _auroc(r, "midrank")
+    out["auroc_ref"] = _auroc(r, "reference")
+    out["gamma_ref"] = _gamma(r, "reference")
+    out["gamma_gk"] = _gamma(r, "goodman_kruskal")
+    out["aurc"] = _aurc(r, "midrank")
+    out["aurc_ref"] = _aurc(r, "reference")
+    out["eaurc"] = out["eaurc_exact"] = math.nan
+    if r.m < n:
+        out["eaurc"] = out["aurc"] - _aurc_optimal(n, r.m, exact=False)
+        out["eaurc_exact"] = out["aurc"] - _aurc_optimal(n, r.m, exact=True)
+    out["augrc"] = _augrc(r, None)
+    for a in (95, 99):
+        out[f"sac{a}"] = _coverage_at_accuracy(r, a / 100, 200, "first", False)
+        out[f"sac{a}_strict"] = _coverage_at_accuracy(r, a / 100, 0, "first", False)
+        out[f"sac{a}_max"] = _coverage_at_accuracy(r, a / 100, 0, "max", False)
+    for c in (50, 80, 90, 95):
+        out[f"risk_at_{c}"] = _risk_at_coverage(r, c / 100, "midrank")
+    ascending = r.ascending
+    if probability:
+        _check_probability(ascending)
+        count, gap = _bin_gaps(r.conf, r.correct, _equal_width_bins(r.conf, bins, convention), bins)
+        out[f"ece{bins}"] = _ece_from_bins(count, gap, n, "l1")
+        out[f"mce{bins}"] = _ece_from_bins(count, gap, n, "max")
+        edges = _adaptive_edges(ascending, bins, reference=False)
+        count, gap = _bin_gaps(r.conf, r.correct, np.searchsorted(edges, r.conf, side="left") - 1, bins)
+        out["aece"] = _ece_from_bins(count, gap, n, "l1")
+        out["aece_ref"] = math.nan
+        if n >= bins - 1:
+            edges = _adaptive_edges(ascending, bins, reference=True)
+            j = np.searchsorted(edges, r.conf, side="left") - 1
+            count, gap = _bin_gaps(r.conf, r.correct, j, edges.size - 1)
+            out["aece_ref"] = _ece_from_bins(count, gap, n, "l1")
+    else:
+        out[f"ece{bins}"] = out[f"mce{bins}"] = out["aece"] = out["aece_ref"] = math.nan
+    out.update(_confidence_stats_sorted(ascending))
+    return out

@@ -1,0 +1,285 @@
+"""Softmax of (temperature-scaled) logits in float64, and the temperature-scaling fit (selective.md §3).
+
+:func:`softmax_stats` is the one pass over an ``(N, C)`` logit matrix that every logit-based quantity of
+the selective metrics needs (MSP, negative entropy, max logit, NLL, Brier). It works on row chunks
+(float32 input is widened chunk by chunk, never as a whole) and spreads the chunks over threads: numpy's
+ufuncs release the GIL, so this scales with cores without any per-sample Python loop.
+
+:func:`fit_temperature` fits T by bounded 1-D minimisation of the mean NLL over log T on T ∈ [0.05, 20]
+(the NLL is convex in β = 1/T, hence unimodal in log T) and never returns a T whose NLL is worse than
+T = 1. ``reference=True`` replays the paper's recipe instead: LBFGS on raw T from 1.5, lr 0.01,
+max_iter 5000, one ``step`` without line search.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+T_BOUNDS = (0.05, 20.0)
+_CHUNK_ROWS = 512
+_MAX_THREADS = 8
+
+
+def _threads() -> int:
+    return max(1, min(_MAX_THREADS, os.cpu_count() or 1))
+
+
+def _map_chunks(fn, n_rows: int) -> list:
+    """Apply ``fn(start, stop)`` to row chunks in order, on a thread pool when there are several chunks."""
+    bounds = [(a, min(a + _CHUNK_ROWS, n_rows)) for a in range(0, n_rows, _CHUNK_ROWS)]
+    workers = min(_threads(), len(bounds))
+    if workers <= 1:
+        return [fn(a, b) for a, b in bounds]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda ab: fn(*ab), bounds))
+
+
+def check_logits(
+    logits: np.ndarray, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate ``logits: (N, C)`` finite floats and optional ``labels: (N,)`` ints in [0, C).
+
+    Returns the arrays unchanged (no float64 copy of the whole matrix); raises ValueError naming the argument.
+    """
+    z = np.asarray(logits)
+    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, C) with N >= 1 and C >= 2, got shape {z.shape}")
+    if not np.issubdtype(z.dtype, np.floating):
+        raise ValueError(f"logits must be a float array, got dtype {z.dtype}")
+    if not np.isfinite(z).all():
+        raise ValueError("logits must be finite, found NaN or infinite values")
+    if labels is None:
+        return z, None
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != z.shape[0]:
+        raise ValueError(f"labels must have shape ({z.shape[0]},) to match logits, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if y.size and (y.min() < 0 or y.max() >= z.shape[1]):
+        raise ValueError(f"labels must lie in [0, {z.shape[1] - 1}], found [{y.min()}, {y.max()}]")
+    return z, y.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class SoftmaxStats:
+    """Per-row summaries of p = softmax(β·z); every field is ``(N,) float64``.
+
+    ``max_scaled`` = max_j β·z_j; ``log_norm`` = log Σ_j exp(β·z_j − max) ≥ 0 (so −log MSP);
+    ``mean_scaled`` = Σ_j p_j·β·z_j; ``sum_sq_prob`` = Σ_j p_j²;
+    ``label_scaled`` = β·z_y (NaN without labels).
+    """
+
+    max_scaled: np.ndarray
+    log_norm: np.ndarray
+    mean_scaled: np.ndarray
+    sum_sq_prob: np.ndarray
+    label_scaled: np.ndarray
+
+    @property
+    def logsumexp(self) -> np.ndarray:
+        """``(N,)`` log Σ_j exp(β·z_j)."""
+        return self.max_scaled + self.log_norm
+
+    @property
+    def msp(self) -> np.ndarray:
+        """``(N,)`` maximum softmax probability in (0, 1]."""
+        return np.exp(-self.log_norm)
+
+    @property
+    def neg_entropy(self) -> np.ndarray:
+        """``(N,)`` Σ_j p_j log p_j in nats, in [−log C, 0]."""
+        return self.mean_scaled - self.logsumexp
+
+    @property
+    def nll(self) -> np.ndarray:
+        """``(N,)`` −log p_y in nats (needs labels)."""
+        return self.logsumexp - self.label_scaled
+
+    @property
+    def brier(self) -> np.ndarray:
+        """``(N,)`` Σ_j (p_j − 1[j = y])², in [0, 2] (needs labels)."""
+        return self.sum_sq_prob - 2.0 * np.exp(self.label_scaled - self.logsumexp) + 1.0
+
+
+def softmax_stats(
+    logits: np.ndarray,
+    labels: np.ndarray | None = None,
+    beta: float = 1.0,
+    rows: np.ndarray | None = None,
+) -> SoftmaxStats:
+    """One float64 pass over ``logits: (N, C)`` (any float dtype): :class:`SoftmaxStats` of softmax(β·z).
+
+    ``labels: (N,)`` int (optional) enables NLL and Brier; ``beta`` = 1/T > 0; ``rows`` (optional int index)
+    restricts the pass to those rows without copying the matrix.
+    """
+    z, y = check_logits(logits, labels)
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive finite number, got {beta}")
+    idx = np.arange(z.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = idx.size
+    out = np.empty((5, n), dtype=np.float64)
+
+    def chunk(a: int, b: int) -> None:
+        sel = idx[a:b]
+        c = (z[a:b] if rows is None else z[sel]).astype(np.float64)
+        if beta != 1.0:
+            c *= beta
+        top = c.max(axis=1)
+        c -= top[:, None]
+        out[4, a:b] = c[np.arange(b - a), y[sel]] + top if y is not None else np.nan
+        e = np.exp(c)
+        s = e.sum(axis=1)
+        out[0, a:b] = top
+        out[1, a:b] = np.log(s)
+        out[2, a:b] = top + np.einsum("ij,ij->i", e, c) / s
+        out[3, a:b] = np.einsum("ij,ij->i", e, e) / (s * s)
+
+    _map_chunks(chunk, n)
+    return SoftmaxStats(*out)
+
+
+class _ShiftedLogits:
+    """Calibration logits shifted by their row max, d = z − max z (float64), for repeated NLL(β) calls."""
+
+    def __init__(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        z, y = check_logits(logits, labels)
+        d = z.astype(np.float64)
+        d -= d.max(axis=1, keepdims=True)
+        self.d = d
+        self.d_label = d[np.arange(d.shape[0]), y]
+
+    def mean_nll(self, beta: float) -> float:
+        """Mean over rows of −log softmax(β·z)_y, float64."""
+        d = self.d
+
+        def chunk(a: int, b: int) -> float:
+            e = np.exp(d[a:b] * beta)
+            return float(np.log(e.sum(axis=1)).sum())
+
+        total = math.fsum(_map_chunks(chunk, d.shape[0]))
+        return total / d.shape[0] - beta * float(self.d_label.mean())
+
+    def mean_nll_and_grad_t(self, t: float) -> tuple[float, float]:
+        """Mean NLL at temperature t and its derivative d NLL / d t."""
+        d = self.d
+        beta = 1.0 / t
+
+        def chunk(a: int, b: int) -> tuple[float, float]:
+            e = np.exp(d[a:b] * beta)
+            s = e.sum(axis=1)
+            return float(np.log(s).sum()), float((np.einsum("ij,ij->i", e, d[a:b]) / s).sum())
+
+        parts = _map_chunks(chunk, d.shape[0])
+        n = d.shape[0]
+        log_norm = math.fsum(p[0] for p in parts) / n
+        mean_d = math.fsum(p[1] for p in parts) / n
+        dl = float(self.d_label.mean())
+        return log_norm - beta * dl, -(mean_d - dl) / (t * t)
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """A temperature fit: ``temperature`` T (> 0), mean NLL (nats) at T = 1 and at T, and bookkeeping."""
+
+    temperature: float
+    nll_before: float
+    nll_after: float
+    method: str  # "bounded" | "lbfgs_reference" | "fallback_t1" (the fit would have raised the NLL)
+    evaluations: int
+
+
+def _fit_bounded(obj: _ShiftedLogits) -> tuple[float, int]:
+    lo, hi = math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1])
+    res = minimize_scalar(
+        lambda log_t: obj.mean_nll(math.exp(-log_t)),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
+    return math.exp(float(res.x)), int(res.nfev)
+
+
+def _fit_lbfgs_reference(obj: _ShiftedLogits) -> tuple[float, int]:
+    """Replay torch ``LBFGS([T], lr=0.01, max_iter=5000)`` from T = 1.5: one step, no line search (1-D)."""
+    lr, max_iter, max_eval = 0.01, 5000, 5000 * 5 // 4
+    tol_grad, tol_change, history = 1e-7, 1e-9, 100
+    t = 1.5
+    loss, g = obj.mean_nll_and_grad_t(t)
+    evals = 1
+    if abs(g) <= tol_grad:
+        return t, evals
+    dirs: list[float] = []
+    steps: list[float] = []
+    ro: list[float] = []
+    h_diag = 1.0
+    d = step = 0.0
+    prev_g = g
+    for n_iter in range(1, max_iter + 1):
+        if n_iter == 1:
+            d = -g
+        else:
+            y, s = g - prev_g, d * step
+            ys = y * s
+            if ys > 1e-10:
+                if len(dirs) == history:
+                    del dirs[0], steps[0], ro[0]
+                dirs.append(y)
+                steps.append(s)
+                ro.append(1.0 / ys)
+                h_diag = ys / (y * y)
+            q = -g
+            al = [0.0] * len(dirs)
+            for i in range(len(dirs) - 1, -1, -1):
+                al[i] = steps[i] * q * ro[i]
+                q -= al[i] * dirs[i]
+            r = q * h_diag
+            for i in range(len(dirs)):
+                r += steps[i] * (al[i] - dirs[i] * r * ro[i])
+            d = r
+        prev_g, prev_loss = g, loss
+        step = min(1.0, 1.0 / abs(g)) * lr if n_iter == 1 else lr
+        if g * d > -tol_change:
+            break
+        t += step * d
+        if n_iter == max_iter:
+            break
+        loss, g = obj.mean_nll_and_grad_t(t)
+        evals += 1
+        if evals >= max_eval or abs(g) <= tol_grad or abs(d * step) <= tol_change:
+            break
+        if abs(loss - prev_loss) < tol_change:
+            break
+    return t, evals
+
+
+def fit_temperature_result(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> TemperatureFit:
+    """Fit T on ``logits: (N, C)`` float and ``labels: (N,)`` int; return a :class:`TemperatureFit`.
+
+    Default: bounded Brent over log T ∈ [log 0.05, log 20] of the float64 mean NLL; if the optimum's NLL
+    exceeds the NLL at T = 1, T = 1 is returned (``method="fallback_t1"``). ``reference=True``: the paper's
+    LBFGS recipe, returned as found (it may leave the bounds or stall; selective.md §3).
+    """
+    obj = _ShiftedLogits(logits, labels)
+    nll_before = obj.mean_nll(1.0)
+    if reference:
+        t, evals = _fit_lbfgs_reference(obj)
+        return TemperatureFit(t, nll_before, obj.mean_nll(1.0 / t), "lbfgs_reference", evals + 2)
+    t, evals = _fit_bounded(obj)
+    nll_after = obj.mean_nll(1.0 / t)
+    if not nll_after <= nll_before:
+        return TemperatureFit(1.0, nll_before, nll_before, "fallback_t1", evals + 2)
+    return TemperatureFit(t, nll_before, nll_after, "bounded", evals + 2)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> float:
+    """Temperature T > 0 minimising the mean NLL of softmax(z / T) on ``logits: (N, C)``, ``labels: (N,)``.
+
+    See :func:`fit_temperature_result` for the NLL before/after and the method used.
+    """
+    return fit_temperature_result(logits, labels, reference=reference).temperature

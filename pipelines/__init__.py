@@ -1,0 +1,1 @@
+"""pipelines — CLI, model zoo, datasets, Ray inference and the demo (the only package that imports torch)."""

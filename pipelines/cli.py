@@ -1,0 +1,62 @@
+"""The ``uebench`` command line (architecture.md §4).
+
+Each command lives in its own ``pipelines.cmd_*`` module exposing ``register(app)``; :data:`COMMAND_MODULES`
+lists the modules that are built. User mistakes (:class:`~pipelines.errors.UserError`, and ``ValueError`` or
+``FileNotFoundError`` raised by the analysis packages on bad input) are printed as one ``error:`` line with
+exit code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from pipelines.errors import UserError
+from results.store import StoreError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "pipelines.cmd_demo",
+    "pipelines.cmd_cood",
+    "pipelines.cmd_taxonomy",
+)
+
+app = typer.Typer(
+    name="uebench",
+    help="Benchmark the uncertainty estimation of pretrained ImageNet classifiers: selective prediction, "
+    "class-out-of-distribution detection and hierarchical selective classification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (console-script entry point)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except (UserError, StoreError, ValueError, FileNotFoundError, PermissionError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

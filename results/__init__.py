@@ -1,0 +1,1 @@
+"""results — the DuckDB store, read-only SQL, leaderboards and the HTML report."""

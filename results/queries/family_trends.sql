@@ -1,0 +1,13 @@
+-- Per-family averages (family = the architecture name up to its first digit or underscore), MSP, no TS.
+SELECT
+    regexp_extract(m.name, '^[A-Za-z]+') AS family,
+    count(*) AS models,
+    avg(s.accuracy) AS mean_accuracy,
+    avg(s.auroc) AS mean_auroc,
+    avg(s.aurc) AS mean_aurc,
+    avg(s.ece15) AS mean_ece15
+FROM selective_metrics AS s
+JOIN models AS m USING (model_id)
+WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'val50k'
+GROUP BY family
+ORDER BY mean_auroc DESC, family

@@ -1,0 +1,219 @@
+"""The DuckDB schema of the results database (architecture.md §5), as versioned DDL.
+
+``TABLES`` maps each table to its CREATE statement at the current schema version. Column names are part
+of the public contract: analyses produce rows with exactly these columns (extra provenance columns are
+listed here too, so nothing is silently dropped on ingest). ``PRIMARY_KEYS`` gives each table's natural
+key: re-ingesting a row with the same key replaces it.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+TABLES: dict[str, str] = {
+    "runs": """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            status VARCHAR NOT NULL,            -- running | ok | partial | failed
+            error VARCHAR,
+            code_version VARCHAR,
+            torch_version VARCHAR,
+            timm_version VARCHAR,
+            device VARCHAR,
+            precision VARCHAR,
+            config JSON
+        )""",
+    "models": """
+        CREATE TABLE models (
+            model_id VARCHAR PRIMARY KEY,       -- '<source>:<name>[.<tag>]' made path-safe
+            spec VARCHAR NOT NULL,              -- the spec string the user gave
+            source VARCHAR NOT NULL,            -- timm | torchvision | open_clip | efficientnet_lite
+            name VARCHAR NOT NULL,
+            pretrained_tag VARCHAR,
+            pretrained BOOLEAN NOT NULL,        -- false: random-weight architecture (tests, demo)
+            params BIGINT,
+            input_size INTEGER,
+            crop_pct DOUBLE,
+            crop_mode VARCHAR,
+            interpolation VARCHAR,
+            mean DOUBLE[],
+            std DOUBLE[],
+            preprocess_signature VARCHAR,
+            weights_sha256 VARCHAR,
+            pretrained_cfg JSON,
+            run_id VARCHAR
+        )""",
+    "run_tasks": """
+        CREATE TABLE run_tasks (
+            run_id VARCHAR NOT NULL,
+            model_id VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            shard INTEGER NOT NULL,
+            status VARCHAR NOT NULL,            -- ok | skipped_existing | failed
+            error VARCHAR,
+            n_samples BIGINT,
+            n_bad_files BIGINT,
+            seconds DOUBLE,
+            attempts INTEGER,
+            output_path VARCHAR,
+            PRIMARY KEY (run_id, model_id, dataset, shard)
+        )""",
+    "datasets": """
+        CREATE TABLE datasets (
+            dataset VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,              -- id | ood
+            root VARCHAR,
+            n_samples BIGINT,
+            n_classes INTEGER,
+            manifest_sha256 VARCHAR
+        )""",
+    "bad_files": """
+        CREATE TABLE bad_files (
+            dataset VARCHAR NOT NULL,
+            sample_id VARCHAR NOT NULL,
+            error VARCHAR NOT NULL,
+            PRIMARY KEY (dataset, sample_id)
+        )""",
+    "selective_metrics": """
+        CREATE TABLE selective_metrics (
+            model_id VARCHAR NOT NULL,
+            kappa VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            subset VARCHAR NOT NULL,            -- val50k (all samples) | ts_test45k (TS evaluation split)
+            n BIGINT NOT NULL,
+            accuracy DOUBLE,                    -- fraction in [0, 1]
+            auroc DOUBLE,
+            aurc DOUBLE,
+            eaurc DOUBLE,
+            augrc DOUBLE,
+            ece15 DOUBLE,
+            mce15 DOUBLE,
+            aece DOUBLE,
+            sac95 DOUBLE,
+            sac99 DOUBLE,
+            temperature DOUBLE,
+            PRIMARY KEY (model_id, kappa, temperature_scaled, subset)
+        )""",
+    "cood_levels": """
+        CREATE TABLE cood_levels (
+            model_id VARCHAR NOT NULL,
+            kappa VARCHAR NOT NULL,
+            kappa_params JSON,                  -- parameters of κ (e.g. ODIN T, ε), JSON text
+            level INTEGER NOT NULL,             -- 0 = easiest window
+            num_levels INTEGER NOT NULL,
+            percentile DOUBLE NOT NULL,
+            start_index INTEGER,
+            severity DOUBLE,
+            n_id BIGINT,
+            n_ood BIGINT,
+            ood_auroc DOUBLE,
+            fpr95 DOUBLE,
+            fpr95_oodpos DOUBLE,
+            aupr_in DOUBLE,
+            aupr_out DOUBLE,
+            ood_avg_conf DOUBLE,
+            id_accuracy DOUBLE,
+            id_auroc DOUBLE,
+            id_avg_conf DOUBLE,
+            pool_version VARCHAR,
+            class_list_sha256 VARCHAR,
+            split_seed BIGINT,
+            K INTEGER,                          -- number of OOD classes the levels were chosen from
+            run_id VARCHAR,
+            code_sha VARCHAR,
+            PRIMARY KEY (model_id, kappa, level)
+        )""",
+    "cood_class_severity": """
+        CREATE TABLE cood_class_severity (
+            model_id VARCHAR NOT NULL,
+            kappa VARCHAR NOT NULL,
+            wnid VARCHAR NOT NULL,
+            s DOUBLE NOT NULL,                  -- mean κ over the class's estimation images
+            n_est INTEGER NOT NULL,             -- number of estimation images
+            PRIMARY KEY (model_id, kappa, wnid)
+        )""",
+    "cood_level_classes": """
+        CREATE TABLE cood_level_classes (
+            model_id VARCHAR NOT NULL,
+            kappa VARCHAR NOT NULL,
+            level INTEGER NOT NULL,
+            wnid VARCHAR NOT NULL,
+            PRIMARY KEY (model_id, kappa, level, wnid)
+        )""",
+    "hsc_rules": """
+        CREATE TABLE hsc_rules (
+            model_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            risk VARCHAR NOT NULL,              -- 01 | severity
+            haurc DOUBLE,
+            gain DOUBLE,                        -- % improvement of hAURC over Selective, same setting
+            grid INTEGER,                       -- NULL = exact sweep
+            hierarchy_id VARCHAR,
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk)
+        )""",
+    "hsc_curves": """
+        CREATE TABLE hsc_curves (
+            model_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            risk VARCHAR NOT NULL,
+            point INTEGER NOT NULL,
+            theta DOUBLE,
+            coverage DOUBLE,
+            value DOUBLE,                       -- the risk at this point
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk, point)
+        )""",
+    "hsc_calibration": """
+        CREATE TABLE hsc_calibration (
+            model_id VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,            -- quantile | conformal | pac | darts
+            alpha DOUBLE NOT NULL,
+            delta DOUBLE,
+            n_cal BIGINT,
+            repetitions INTEGER,
+            seed BIGINT,
+            theta_mean DOUBLE,
+            accuracy_mean DOUBLE,
+            accuracy_error DOUBLE,
+            coverage_mean DOUBLE,
+            violation_rate DOUBLE,
+            PRIMARY KEY (model_id, method, alpha)
+        )""",
+    "reference_cood_levels": """
+        CREATE TABLE reference_cood_levels (
+            model_name VARCHAR NOT NULL,        -- the published `model name` (e.g. resnet50_torchvision)
+            kappa VARCHAR NOT NULL,             -- our κ name (msp, neg_entropy, …) or the published one
+            level INTEGER NOT NULL,             -- `severity level`
+            percentile DOUBLE NOT NULL,         -- `percentile` rounded to 1 decimal (float noise)
+            confidence_function VARCHAR NOT NULL,  -- `confidence function` exactly as published
+            percentile_raw DOUBLE,
+            ood_auroc DOUBLE,                   -- `ood-auroc`
+            ood_avg_conf DOUBLE,
+            id_accuracy DOUBLE,                 -- `id-acc`, fraction in [0, 1]
+            id_auroc DOUBLE,                    -- `id-auroc`
+            id_avg_conf DOUBLE,
+            id_dataset VARCHAR,                 -- only in code-generated files
+            ood_dataset VARCHAR,
+            source_file VARCHAR,                -- the imported CSV's file name
+            PRIMARY KEY (model_name, kappa, level)
+        )""",
+}
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",),
+    "models": ("model_id",),
+    "run_tasks": ("run_id", "model_id", "dataset", "shard"),
+    "datasets": ("dataset",),
+    "bad_files": ("dataset", "sample_id"),
+    "selective_metrics": ("model_id", "kappa", "temperature_scaled", "subset"),
+    "cood_levels": ("model_id", "kappa", "level"),
+    "cood_level_classes": ("model_id", "kappa", "level", "wnid"),
+    "cood_class_severity": ("model_id", "kappa", "wnid"),
+    "hsc_rules": ("model_id", "rule", "temperature_scaled", "risk"),
+    "hsc_curves": ("model_id", "rule", "temperature_scaled", "risk", "point"),
+    "hsc_calibration": ("model_id", "method", "alpha"),
+    "reference_cood_levels": ("model_name", "kappa", "level"),
+}

@@ -1,0 +1,163 @@
+"""Read-only SQL over the results database: statement checks, canned queries and output formats.
+
+``uebench sql`` opens the database read-only and runs one reading statement (``SELECT``, ``WITH … SELECT``,
+``FROM …``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``VALUES`` or ``EXPLAIN`` of one of those). Anything else —
+``DROP``, ``INSERT``, ``COPY … TO`` (which would write a file), ``ATTACH``, ``SET`` — is refused with one line
+before it reaches DuckDB. Canned queries ship as ``results/queries/<name>.sql``; the first comment line of each
+file is its description.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from results.store import Store, StoreError
+
+FORMATS = ("table", "csv", "json", "parquet")
+_READ_STATEMENTS = {duckdb.StatementType.SELECT}
+
+
+class QueryError(StoreError):
+    """A query ``uebench sql`` refuses or cannot run (one-line message)."""
+
+
+@dataclass(frozen=True)
+class CannedQuery:
+    """A named query shipped with uebench: ``name`` (file stem), ``description`` (first comment), ``sql``."""
+
+    name: str
+    description: str
+    sql: str
+
+
+def canned_queries() -> dict[str, CannedQuery]:
+    """Every canned query, by name (sorted)."""
+    queries: dict[str, CannedQuery] = {}
+    folder = resources.files("results").joinpath("queries")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        first = text.lstrip().splitlines()[0] if text.strip() else ""
+        description = first[2:].strip() if first.startswith("--") else ""
+        name = entry.name[: -len(".sql")]
+        queries[name] = CannedQuery(name, description, text)
+    return queries
+
+
+def canned_query(name: str) -> CannedQuery:
+    """The canned query ``name``; QueryError with the closest names when there is none."""
+    queries = canned_queries()
+    if name in queries:
+        return queries[name]
+    close = difflib.get_close_matches(name, list(queries), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `uebench sql --list`"
+    raise QueryError(f"unknown canned query {name!r}; {hint}")
+
+
+def check_read_only(sql: str) -> None:
+    """Raise QueryError unless ``sql`` is exactly one reading statement (see the module docstring)."""
+    try:
+        statements = duckdb.connect(":memory:").extract_statements(sql)
+    except duckdb.Error as exc:
+        message = " ".join(str(exc).split()).split(" LINE ", 1)[0]
+        raise QueryError(f"cannot parse the query: {message}") from None
+    if len(statements) != 1:
+        raise QueryError(f"uebench sql runs one statement at a time, got {len(statements)}")
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        body = statement.query.strip()
+        words = body.split(None, 2)
+        skip = 2 if len(words) > 1 and words[1].upper() == "ANALYZE" else 1
+        check_read_only(body.split(None, skip)[skip] if len(words) > skip else "")
+        return
+    if statement.type not in _READ_STATEMENTS:
+        verb = statement.query.strip().split(None, 1)[0].upper() if statement.query.strip() else "?"
+        raise QueryError(
+            f"the results database is opened read-only; uebench sql runs queries, not changes ({verb} …)"
+        )
+
+
+def run_query(db_path: Path, sql: str) -> pl.DataFrame:
+    """Check that ``sql`` only reads, open ``db_path`` read-only and return the result as a polars DataFrame."""
+    check_read_only(sql)
+    with Store.open(db_path, read_only=True) as store:
+        try:
+            return store.query(sql)
+        except StoreError as exc:
+            raise QueryError(str(exc)) from None
+
+
+def _flatten_nested(frame: pl.DataFrame) -> pl.DataFrame:
+    """Nested columns (lists, arrays, structs) as text, for formats that hold scalars only."""
+    columns = []
+    for name, dtype in frame.schema.items():
+        column = pl.col(name)
+        if isinstance(dtype, pl.Array):
+            column = column.arr.to_list()
+            dtype = pl.List(dtype.inner)
+        if isinstance(dtype, pl.List):
+            text = column.list.eval(pl.element().cast(pl.String)).list.join(", ")
+            columns.append(pl.concat_str([pl.lit("["), text, pl.lit("]")]).alias(name))
+        elif isinstance(dtype, pl.Struct):
+            columns.append(column.struct.json_encode().alias(name))
+        else:
+            columns.append(column)
+    return frame.select(columns)
+
+
+def format_table(frame: pl.DataFrame) -> str:
+    """All rows and columns as an aligned Markdown-style text table."""
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=65_000,
+        fmt_str_lengths=200,
+        fmt_table_cell_list_len=-1,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_formatting="ASCII_MARKDOWN",
+        float_precision=6,
+    ):
+        return str(frame)
+
+
+def render(frame: pl.DataFrame, fmt: str) -> bytes:
+    """The result in ``fmt`` (one of :data:`FORMATS`) as bytes."""
+    if fmt not in FORMATS:
+        raise QueryError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "table":
+        return (format_table(frame) + "\n").encode()
+    buffer = io.BytesIO()
+    if fmt == "csv":
+        _flatten_nested(frame).write_csv(buffer)
+    elif fmt == "json":
+        frame.write_json(buffer)
+        buffer.write(b"\n")
+    else:
+        frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def write_output(data: bytes, output: Path) -> Path:
+    """Write ``data`` to ``output`` atomically (temporary file in the same folder, then rename)."""
+    output = Path(output)
+    if output.is_dir():
+        raise QueryError(f"--output must be a file path, got the folder {output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return output

@@ -1,0 +1,311 @@
+"""The results database: one DuckDB file per workspace, written by the driver only.
+
+Single-writer rule (ecosystem.md §5): DuckDB lets one process open a file read-write, or many processes open
+it read-only. Ray workers therefore never open the database; they write Parquet outputs, and the driver
+process ingests every analysis table through :meth:`Store.ingest` / :func:`ingest_frames`. Readers
+(``uebench sql``, ``uebench report``, :func:`results.connect`) open it read-only.
+
+Ingestion is idempotent per natural key (:data:`results.schema.PRIMARY_KEYS`): the rows whose keys appear in
+the new frame are deleted and the frame inserted, in one transaction, so re-ingesting the same outputs leaves
+identical table contents.
+
+Every connection also gets a ``samples`` view (a temporary view, rebuilt at each open, so it follows the
+workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
+``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+import polars as pl
+
+from results import migrations, schema
+
+DB_FILENAME = "uebench.duckdb"
+SAMPLES_VIEW = "samples"
+
+_EMPTY_SAMPLES = (
+    "SELECT CAST(NULL AS VARCHAR) AS sample_id, CAST(NULL AS INTEGER) AS label, "
+    "CAST(NULL AS FLOAT[]) AS logits, "
+    "CAST(NULL AS INTEGER) AS pred, CAST(NULL AS DOUBLE) AS msp, CAST(NULL AS VARCHAR) AS model, "
+    "CAST(NULL AS VARCHAR) AS dataset WHERE false"
+)
+
+
+class StoreError(Exception):
+    """The results database cannot be used as asked (missing, locked, newer schema, bad rows).
+
+    The message is one line, fit for the CLI's ``error:`` output.
+    """
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, without DuckDB's ``LINE n: …`` query excerpt."""
+    text = " ".join(str(exc).split())
+    return text.split(" LINE ", 1)[0]
+
+
+def database_version(con: duckdb.DuckDBPyConnection) -> int:
+    """Schema version of ``con``'s database: the largest applied migration, 0 without a version table."""
+    present = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?",
+        [migrations.VERSION_TABLE],
+    ).fetchall()[0][0]
+    if not present:
+        return 0
+    value = con.execute(f"SELECT max(version) FROM {migrations.VERSION_TABLE}").fetchall()[0][0]
+    return int(value or 0)
+
+
+class Store:
+    """An open results database. Use :meth:`Store.open` (a context manager) rather than the constructor."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+
+    # -- opening ---------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, db_path: Path, read_only: bool = False) -> Store:
+        """Open (and when writable, create or migrate) the database at ``db_path``.
+
+        Raises StoreError for a missing file in read-only mode, a file locked by another writer, a file that
+        is not a DuckDB database, or a database written by a newer schema version.
+        """
+        path = Path(db_path)
+        if read_only and not path.is_file():
+            raise StoreError(f"no results database at {path}; run `uebench demo` or `uebench run` first")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the results database {path}: {_one_line(exc)}") from None
+        store = cls(con, path, read_only)
+        try:
+            store._prepare()
+        except BaseException:
+            con.close()
+            raise
+        return store
+
+    def _prepare(self) -> None:
+        version = database_version(self._con)
+        current = schema.SCHEMA_VERSION
+        if version > current:
+            raise StoreError(
+                f"the results database {self.path} has schema version {version}, newer than this uebench "
+                f"(schema version {current}); upgrade uebench to read it"
+            )
+        if self.read_only:
+            if version < current:
+                raise StoreError(
+                    f"the results database {self.path} has schema version {version}, older than this uebench "
+                    f"(schema version {current}); open it once writable (any ingesting command, or "
+                    "results.store.Store.open(path)) to migrate it"
+                )
+        else:
+            self._migrate(version, current)
+        self.refresh_samples_view()
+
+    def _migrate(self, version: int, current: int) -> None:
+        for number in range(version + 1, current + 1):
+            with self._transaction():
+                migrations.MIGRATIONS[number](self._con)
+                self._con.execute(
+                    f"INSERT INTO {migrations.VERSION_TABLE} VALUES (?, ?)",
+                    [number, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+                )
+        with self._transaction():
+            try:
+                migrations.reconcile(self._con)
+            except ValueError as exc:
+                raise StoreError(f"cannot update the schema of {self.path}: {exc}") from None
+
+    @property
+    def workspace(self) -> Path:
+        """The workspace folder: the database file's parent."""
+        return self.path.parent
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        return database_version(self._con)
+
+    def refresh_samples_view(self) -> None:
+        """(Re)create the temporary ``samples`` view over the workspace's Parquet outputs."""
+        outputs = self.workspace / "outputs"
+        files = sorted(outputs.glob("model=*/dataset=*/*.parquet"))
+        if files:
+            pattern = str(outputs / "model=*" / "dataset=*" / "*.parquet").replace("'", "''")
+            body = (
+                f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+                "hive_types = {'model': VARCHAR, 'dataset': VARCHAR})"
+            )
+        else:
+            body = _EMPTY_SAMPLES
+        self._con.execute(f"CREATE OR REPLACE TEMP VIEW {SAMPLES_VIEW} AS {body}")
+
+    # -- context manager -------------------------------------------------------------------------------------
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._con.close()
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying DuckDB connection (read-only when the store is)."""
+        return self._con
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        """Run one SQL statement (``?`` placeholders bound from ``params``); its result as a polars DataFrame,
+        an empty frame for statements without rows."""
+        try:
+            relation = self._con.sql(sql, params=params)
+        except duckdb.Error as exc:
+            raise StoreError(_one_line(exc)) from None
+        if relation is None:
+            return pl.DataFrame()
+        return relation.pl()
+
+    def tables(self) -> list[str]:
+        """Names of the base tables in the database, sorted."""
+        return sorted(migrations.existing_columns(self._con))
+
+    def table(self, name: str) -> pl.DataFrame:
+        """The whole table (or view) ``name``, ordered by its natural key when it has one."""
+        known = set(self.tables()) | {SAMPLES_VIEW}
+        if name not in known:
+            raise StoreError(f"unknown table {name!r}; tables: {', '.join(sorted(known))}")
+        keys = schema.PRIMARY_KEYS.get(name)
+        order = f" ORDER BY {', '.join(_quote(k) for k in keys)}" if keys else ""
+        return self.query(f"SELECT * FROM {_quote(name)}{order}")
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._con)
+
+    def ingest(self, table: str, rows: pl.DataFrame) -> int:
+        """Insert ``rows`` into ``table``, replacing rows with the same natural key; returns the row count.
+
+        rows: a polars DataFrame whose columns are a subset of the table's (matched by name, cast to the
+        table's types); absent nullable columns become NULL. Unknown columns, absent NOT NULL columns and keys
+        repeated inside ``rows`` raise StoreError.
+        """
+        with self._transaction():
+            return self._ingest(table, rows)
+
+    def ingest_frames(self, frames: Mapping[str, pl.DataFrame]) -> dict[str, int]:
+        """Ingest several tables in one transaction (all or nothing); table -> rows ingested."""
+        with self._transaction():
+            return {table: self._ingest(table, rows) for table, rows in frames.items()}
+
+    def _ingest(self, table: str, rows: pl.DataFrame) -> int:
+        if self.read_only:
+            raise StoreError(f"the results database {self.path} is open read-only; only the driver ingests")
+        if not isinstance(rows, pl.DataFrame):
+            raise StoreError(
+                f"rows for table {table!r} must be a polars DataFrame, got {type(rows).__name__}"
+            )
+        present = migrations.existing_columns(self._con)
+        if table not in schema.TABLES or table not in present:
+            raise StoreError(f"unknown table {table!r}; tables: {', '.join(sorted(schema.TABLES))}")
+        columns = present[table]
+        unknown = [c for c in rows.columns if c not in columns]
+        if unknown:
+            raise StoreError(
+                f"table {table!r} has no column(s) {', '.join(unknown)}; columns: {', '.join(columns)}"
+            )
+        required = [c.name for c in migrations.contract_columns()[table] if not c.nullable]
+        missing = [c for c in required if c not in rows.columns]
+        if missing:
+            raise StoreError(f"rows for table {table!r} lack the required column(s) {', '.join(missing)}")
+        if rows.height == 0:
+            return 0
+        keys = list(schema.PRIMARY_KEYS[table])
+        null_keys = [k for k in keys if rows.get_column(k).null_count()]
+        if null_keys:
+            raise StoreError(f"rows for table {table!r} have NULL key column(s) {', '.join(null_keys)}")
+        repeated = rows.height - rows.select(keys).n_unique()
+        if repeated:
+            raise StoreError(
+                f"rows for table {table!r} repeat the natural key ({', '.join(keys)}) in {repeated} row(s)"
+            )
+        staged = "_uebench_staged"
+        registered = False
+        try:
+            self._con.register(staged, rows)
+            registered = True
+            match = " AND ".join(
+                f"{_quote(table)}.{_quote(k)} = CAST(s.{_quote(k)} AS {columns[k]})" for k in keys
+            )
+            self._con.execute(f"DELETE FROM {_quote(table)} USING {staged} s WHERE {match}")
+            names = ", ".join(_quote(c) for c in rows.columns)
+            values = ", ".join(f"CAST(s.{_quote(c)} AS {columns[c]})" for c in rows.columns)
+            self._con.execute(f"INSERT INTO {_quote(table)} ({names}) SELECT {values} FROM {staged} s")
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot ingest rows into {table!r}: {_one_line(exc)}") from None
+        finally:
+            if registered:
+                try:
+                    self._con.unregister(staged)
+                except duckdb.TransactionException:
+                    pass  # the failed transaction is rolled back by the caller, which drops the view too
+        return rows.height
+
+
+class _Transaction:
+    """BEGIN … COMMIT around a block; ROLLBACK when it raises. Nested use joins the outer transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._owner = False
+
+    def __enter__(self) -> None:
+        try:
+            self._con.begin()
+            self._owner = True
+        except duckdb.TransactionException:
+            self._owner = False
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._owner:
+            return
+        if exc_type is None:
+            self._con.commit()
+        else:
+            self._con.rollback()
+
+
+def database_path(workspace: Path) -> Path:
+    """The database file of a workspace: ``<workspace>/uebench.duckdb``."""
+    return Path(workspace) / DB_FILENAME
+
+
+def ingest_frames(db_path: Path, frames: Mapping[str, pl.DataFrame]) -> dict[str, int]:
+    """Open ``db_path`` writable, ingest every table of ``frames`` in one transaction and close.
+
+    Returns table -> rows ingested.
+    """
+    with Store.open(db_path) as store:
+        return store.ingest_frames(frames)

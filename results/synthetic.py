@@ -1,0 +1,332 @@
+"""Synthetic results for tests and benchmarks: plausible rows for every table, and per-sample Parquet outputs.
+
+Values follow the shapes of real results (accuracy 0.6–0.9, OOD AUROC falling from about 0.95 at level 0 to
+about 0.6 at level 10, hierarchical rules improving hAURC over Selective) but are random draws from a seeded
+generator, not measurements. Everything is vectorised over models, so 500 models take milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from results.schema import TABLES
+
+KAPPAS = ("msp", "neg_entropy", "max_logit")
+RULES = ("selective", "climbing", "max_coverage", "jumping")
+RISKS = ("01", "severity")
+CALIBRATION_METHODS = ("quantile", "conformal", "pac")
+ID_DATASET = "imagenet_val"
+OOD_DATASET = "imagenet21k_ood"
+RUN_ID = "run-synthetic-0001"
+_ARCHITECTURES = ("resnet50.a1_in1k", "vit_small_patch16_224.augreg_in21k_ft_in1k", "convnext_tiny.fb_in1k")
+
+
+def synthetic_model_ids(n_models: int) -> list[str]:
+    """``n_models`` distinct model ids in the zoo's ``<source>-<name>.<tag>`` form."""
+    return [
+        f"timm-{_ARCHITECTURES[i % len(_ARCHITECTURES)]}"
+        + (f"-v{i // len(_ARCHITECTURES)}" if i >= 3 else "")
+        for i in range(n_models)
+    ]
+
+
+def _repeat(values: np.ndarray | list, times: int) -> np.ndarray:
+    return np.repeat(np.asarray(values), times)
+
+
+def _tile(values: np.ndarray | list | tuple, times: int) -> np.ndarray:
+    return np.tile(np.asarray(values), times)
+
+
+def synthetic_frames(
+    n_models: int = 3, seed: int = 0, curve_points: int = 20, classes_per_level: int = 5, num_levels: int = 11
+) -> dict[str, pl.DataFrame]:
+    """Rows for every table of ``results.schema.TABLES`` for ``n_models`` models, keyed by table name.
+
+    Per model: 2 run tasks, 6 selective_metrics rows (3 κ × TS off/on), ``num_levels`` × 3 κ cood_levels
+    rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points per hsc curve, 3 methods × 2 α
+    hsc_calibration rows.
+    """
+    if n_models < 1:
+        raise ValueError(f"n_models must be >= 1, got {n_models}")
+    rng = np.random.default_rng(seed)
+    models = np.asarray(synthetic_model_ids(n_models))
+    started = dt.datetime(2026, 11, 23, 9, 0, 0)
+    frames: dict[str, pl.DataFrame] = {}
+
+    frames["runs"] = pl.DataFrame(
+        {
+            "run_id": [RUN_ID],
+            "started_at": [started],
+            "finished_at": [started + dt.timedelta(minutes=42)],
+            "status": ["ok"],
+            "error": [None],
+            "code_version": ["0.1.0+synthetic"],
+            "torch_version": ["2.14.1"],
+            "timm_version": ["1.0.31"],
+            "device": ["cpu"],
+            "precision": ["fp32"],
+            "config": [json.dumps({"models": models.tolist()[:3], "seed": seed})],
+        }
+    )
+    params = rng.integers(5_000_000, 300_000_000, n_models)
+    frames["models"] = pl.DataFrame(
+        {
+            "model_id": models,
+            "spec": np.char.add("timm:", np.char.partition(models, "-")[:, 2]),
+            "source": ["timm"] * n_models,
+            "name": [m.split("-")[1].split(".")[0] for m in models],
+            "pretrained_tag": [m.split("-")[1].split(".")[1] if "." in m else None for m in models],
+            "pretrained": [True] * n_models,
+            "params": params,
+            "input_size": [224] * n_models,
+            "crop_pct": [0.875] * n_models,
+            "crop_mode": ["center"] * n_models,
+            "interpolation": ["bicubic"] * n_models,
+            "mean": [[0.485, 0.456, 0.406]] * n_models,
+            "std": [[0.229, 0.224, 0.225]] * n_models,
+            "preprocess_signature": ["224/0.875/center/bicubic"] * n_models,
+            "weights_sha256": [f"{i:064x}" for i in range(n_models)],
+            "pretrained_cfg": [json.dumps({"num_classes": 1000})] * n_models,
+            "run_id": [RUN_ID] * n_models,
+        }
+    )
+    datasets = np.asarray([ID_DATASET, OOD_DATASET])
+    frames["run_tasks"] = pl.DataFrame(
+        {
+            "run_id": [RUN_ID] * (2 * n_models),
+            "model_id": _repeat(models, 2),
+            "dataset": _tile(datasets, n_models),
+            "shard": np.zeros(2 * n_models, dtype=np.int32),
+            "status": ["ok"] * (2 * n_models),
+            "error": [None] * (2 * n_models),
+            "n_samples": _tile([50_000, 210_000], n_models),
+            "n_bad_files": _tile([0, 2], n_models),
+            "seconds": rng.uniform(30, 600, 2 * n_models),
+            "attempts": np.ones(2 * n_models, dtype=np.int32),
+            "output_path": [
+                f"outputs/model={m}/dataset={d}/part-00000.parquet" for m in models for d in datasets
+            ],
+        }
+    )
+    frames["datasets"] = pl.DataFrame(
+        {
+            "dataset": datasets,
+            "kind": ["id", "ood"],
+            "root": ["/data/imagenet/val", "/data/imagenet21k"],
+            "n_samples": [50_000, 210_000],
+            "n_classes": [1000, 21_000],
+            "manifest_sha256": ["a" * 64, "b" * 64],
+        }
+    )
+    frames["bad_files"] = pl.DataFrame(
+        {
+            "dataset": [OOD_DATASET, OOD_DATASET],
+            "sample_id": ["n01234567/n01234567_17.JPEG", "n07654321/n07654321_3.JPEG"],
+            "error": ["cannot identify image file", "truncated JPEG"],
+        }
+    )
+
+    accuracy = rng.uniform(0.6, 0.9, n_models)
+    # selective_metrics: model × κ × TS
+    n_sel = n_models * len(KAPPAS) * 2
+    sel_acc = _repeat(accuracy, len(KAPPAS) * 2)
+    ts = _tile([False, True], n_models * len(KAPPAS))
+    auroc = rng.uniform(0.78, 0.88, n_sel)
+    aurc = (1 - sel_acc) * rng.uniform(0.25, 0.4, n_sel)
+    frames["selective_metrics"] = pl.DataFrame(
+        {
+            "model_id": _repeat(models, len(KAPPAS) * 2),
+            "kappa": _tile(_repeat(list(KAPPAS), 2), n_models),
+            "temperature_scaled": ts,
+            "subset": np.where(ts, "ts_test45k", "val50k"),
+            "n": np.where(ts, 45_000, 50_000),
+            "accuracy": sel_acc,
+            "auroc": auroc,
+            "aurc": aurc,
+            "eaurc": aurc * rng.uniform(0.3, 0.6, n_sel),
+            "augrc": aurc * rng.uniform(0.4, 0.7, n_sel),
+            "ece15": np.where(ts, 0.01, 0.04) * rng.uniform(0.5, 1.5, n_sel),
+            "mce15": rng.uniform(0.05, 0.2, n_sel),
+            "aece": rng.uniform(0.005, 0.05, n_sel),
+            "sac95": rng.uniform(0.3, 0.8, n_sel),
+            "sac99": rng.uniform(0.05, 0.4, n_sel),
+            "temperature": np.where(ts, rng.uniform(0.8, 1.6, n_sel), 1.0),
+        }
+    )
+
+    # cood_levels: model × κ × level; AUROC falls with level
+    n_pairs = n_models * len(KAPPAS)
+    n_cood = n_pairs * num_levels
+    levels = _tile(np.arange(num_levels), n_pairs)
+    start_auroc = _repeat(rng.uniform(0.9, 0.98, n_pairs), num_levels)
+    end_auroc = _repeat(rng.uniform(0.55, 0.7, n_pairs), num_levels)
+    fraction = levels / (num_levels - 1)
+    ood_auroc = start_auroc + (end_auroc - start_auroc) * fraction**1.3
+    cood_models = _repeat(models, len(KAPPAS) * num_levels)
+    cood_kappas = _tile(_repeat(list(KAPPAS), num_levels), n_models)
+    id_acc = _repeat(accuracy, len(KAPPAS) * num_levels)
+    frames["cood_levels"] = pl.DataFrame(
+        {
+            "model_id": cood_models,
+            "kappa": cood_kappas,
+            "kappa_params": ["{}"] * n_cood,
+            "level": levels.astype(np.int32),
+            "num_levels": np.full(n_cood, num_levels, dtype=np.int32),
+            "percentile": fraction,
+            "start_index": (fraction * 20_000).astype(np.int32),
+            "severity": 0.2 + 0.6 * fraction,
+            "n_id": np.full(n_cood, 50_000),
+            "n_ood": np.full(n_cood, 50_000),
+            "ood_auroc": ood_auroc,
+            "fpr95": np.clip(1.6 * (1 - ood_auroc), 0, 1),
+            "fpr95_oodpos": np.clip(1.5 * (1 - ood_auroc), 0, 1),
+            "aupr_in": np.clip(ood_auroc + 0.01, 0, 1),
+            "aupr_out": np.clip(ood_auroc - 0.01, 0, 1),
+            "ood_avg_conf": 0.3 + 0.4 * fraction,
+            "id_accuracy": id_acc,
+            "id_auroc": _repeat(rng.uniform(0.8, 0.88, n_pairs), num_levels),
+            "id_avg_conf": id_acc + 0.03,
+            "pool_version": ["in21k-pool-v1"] * n_cood,
+            "class_list_sha256": ["c" * 64] * n_cood,
+            "split_seed": np.zeros(n_cood, dtype=np.int64),
+            "K": np.full(n_cood, 20_000, dtype=np.int32),
+            "run_id": [RUN_ID] * n_cood,
+            "code_sha": ["0" * 40] * n_cood,
+        }
+    )
+    n_classes = n_pairs * num_levels * classes_per_level
+    class_index = np.arange(n_classes) % (num_levels * classes_per_level)
+    frames["cood_level_classes"] = pl.DataFrame(
+        {
+            "model_id": _repeat(models, len(KAPPAS) * num_levels * classes_per_level),
+            "kappa": _tile(_repeat(list(KAPPAS), num_levels * classes_per_level), n_models),
+            "level": (class_index // classes_per_level).astype(np.int32),
+            "wnid": np.char.add("n", np.char.zfill((9_000_000 + class_index).astype(str), 8)),
+        }
+    )
+    frames["cood_class_severity"] = pl.DataFrame(
+        {
+            "model_id": frames["cood_level_classes"]["model_id"],
+            "kappa": frames["cood_level_classes"]["kappa"],
+            "wnid": frames["cood_level_classes"]["wnid"],
+            "s": rng.uniform(0.1, 0.9, n_classes),
+            "n_est": np.full(n_classes, 10, dtype=np.int32),
+        }
+    )
+
+    # hsc_rules: model × rule × TS × risk; hierarchical rules beat Selective
+    per_model = len(RULES) * 2 * len(RISKS)
+    n_rules = n_models * per_model
+    rule_col = _tile(_repeat(list(RULES), 2 * len(RISKS)), n_models)
+    base = _repeat((1 - accuracy) * 0.35, per_model)
+    improvement = np.select(
+        [rule_col == "selective", rule_col == "climbing", rule_col == "max_coverage"],
+        [0.0, 0.12, 0.08],
+        0.05,
+    ) * rng.uniform(0.7, 1.3, n_rules)
+    haurc = base * (1 - improvement)
+    frames["hsc_rules"] = pl.DataFrame(
+        {
+            "model_id": _repeat(models, per_model),
+            "rule": rule_col,
+            "temperature_scaled": _tile(_repeat([False, True], len(RISKS)), n_models * len(RULES)),
+            "risk": _tile(list(RISKS), n_models * len(RULES) * 2),
+            "haurc": haurc,
+            "gain": 100.0 * improvement,
+            "grid": [None] * n_rules,
+            "hierarchy_id": ["imagenet1k-wordnet3.0"] * n_rules,
+        }
+    )
+    # hsc_curves: each rule row gets curve_points points; coverage falls and risk falls with theta
+    theta = _tile(np.linspace(0.0, 1.0, curve_points), n_rules)
+    curve_base = _repeat(haurc, curve_points)
+    frames["hsc_curves"] = pl.DataFrame(
+        {
+            "model_id": _repeat(frames["hsc_rules"]["model_id"].to_numpy(), curve_points),
+            "rule": _repeat(rule_col, curve_points),
+            "temperature_scaled": _repeat(frames["hsc_rules"]["temperature_scaled"].to_numpy(), curve_points),
+            "risk": _repeat(frames["hsc_rules"]["risk"].to_numpy(), curve_points),
+            "point": _tile(np.arange(curve_points, dtype=np.int32), n_rules),
+            "theta": theta,
+            "coverage": 1.0 - 0.9 * theta**2,
+            "value": 2.5 * curve_base * (1.0 - theta) ** 1.5,
+        }
+    )
+    alphas = (0.05, 0.1)
+    n_cal = n_models * len(CALIBRATION_METHODS) * len(alphas)
+    cal_alpha = _tile(alphas, n_models * len(CALIBRATION_METHODS))
+    frames["hsc_calibration"] = pl.DataFrame(
+        {
+            "model_id": _repeat(models, len(CALIBRATION_METHODS) * len(alphas)),
+            "method": _tile(_repeat(list(CALIBRATION_METHODS), len(alphas)), n_models),
+            "alpha": cal_alpha,
+            "delta": [
+                0.1 if m == "pac" else None
+                for m in _tile(_repeat(list(CALIBRATION_METHODS), len(alphas)), n_models)
+            ],
+            "n_cal": np.full(n_cal, 5_000),
+            "repetitions": np.full(n_cal, 1_000, dtype=np.int32),
+            "seed": np.zeros(n_cal, dtype=np.int64),
+            "theta_mean": rng.uniform(0.3, 0.8, n_cal),
+            "accuracy_mean": 1 - cal_alpha + rng.uniform(0.0, 0.01, n_cal),
+            "accuracy_error": rng.uniform(0.001, 0.004, n_cal),
+            "coverage_mean": rng.uniform(0.6, 0.95, n_cal),
+            "violation_rate": rng.uniform(0.0, 0.12, n_cal),
+        }
+    )
+    return {name: frame for name, frame in frames.items() if name in TABLES}
+
+
+def write_synthetic_outputs(
+    workspace: Path,
+    model_ids: list[str],
+    n_samples: int = 2_000,
+    num_classes: int = 10,
+    seed: int = 0,
+    dataset: str = ID_DATASET,
+) -> list[Path]:
+    """Per-sample Parquet outputs in the workspace layout (``outputs/model=…/dataset=…/part-00000.parquet``).
+
+    Columns: sample_id, label (int32), logits (fixed-size float32 list of ``num_classes``), pred (int32),
+    msp and max_logit (float64). Each model has its own signal strength, so accuracy and calibration differ.
+    Returns the files written (atomically).
+    """
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index, model_id in enumerate(model_ids):
+        labels = rng.integers(0, num_classes, n_samples)
+        logits = rng.normal(0.0, 1.0, (n_samples, num_classes))
+        logits[np.arange(n_samples), labels] += 1.0 + 0.6 * index
+        logits = (logits * (1.5 + 0.5 * index)).astype(np.float32)
+        shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+        msp = 1.0 / np.exp(shifted).sum(axis=1)
+        table = pa.table(
+            {
+                "sample_id": pa.array([f"val/{i:08d}.JPEG" for i in range(n_samples)]),
+                "label": pa.array(labels.astype(np.int32)),
+                "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes),
+                "pred": pa.array(logits.argmax(axis=1).astype(np.int32)),
+                "msp": pa.array(msp),
+                "max_logit": pa.array(logits.max(axis=1).astype(np.float64)),
+            }
+        )
+        path = Path(workspace) / "outputs" / f"model={model_id}" / f"dataset={dataset}" / "part-00000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(path)
+    return paths

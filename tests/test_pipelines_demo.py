@@ -1,0 +1,129 @@
+"""The demo end to end on a reduced setting, its determinism and its idempotence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.demo_data import ID_DATASET, ID_PHOTOS, OOD_DATASET, OOD_PHOTOS, build_demo_data, folder_digest
+
+REDUCED_MODELS = ("efficientnet_lite:lite0", "timm:mobilenetv3_small_100@random")
+IMAGES_PER_CLASS = 3
+
+
+def test_demo_data_is_deterministic_and_imagenet_shaped(tmp_path):
+    a = build_demo_data(tmp_path / "a", images_per_class=4, seed=7)
+    b = build_demo_data(tmp_path / "b", images_per_class=4, seed=7)
+    c = build_demo_data(tmp_path / "c", images_per_class=4, seed=8)
+    for name in (ID_DATASET, OOD_DATASET):
+        assert folder_digest(a[name]) == folder_digest(b[name])
+        assert folder_digest(a[name]) != folder_digest(c[name])
+    id_classes = sorted(p.name for p in a[ID_DATASET].iterdir())
+    assert id_classes == sorted({p.wnid for p in ID_PHOTOS})
+    assert all(len(list((a[ID_DATASET] / w).glob("*.jpg"))) == 4 for w in id_classes)
+    ood_classes = sorted(p.name for p in a[OOD_DATASET].iterdir())
+    assert ood_classes == sorted({p.wnid for p in OOD_PHOTOS})
+
+
+def test_demo_ood_classes_are_imagenet21k_and_unrelated_to_imagenet1k():
+    """Every OOD photo's wnid is in the C-OOD class pool (21k fall11 minus WordNet relatives of the 1k)."""
+    from cood.pool import ood_class_pool
+
+    pool = set(ood_class_pool().wnids)
+    assert {p.wnid for p in OOD_PHOTOS} <= pool
+    from pipelines.datasets import imagenet1k_wnids
+
+    assert {p.wnid for p in ID_PHOTOS} <= set(imagenet1k_wnids())
+
+
+@pytest.fixture(scope="module")
+def demo_workspace(tmp_path_factory):
+    from pipelines.demo import run_demo
+
+    workspace = tmp_path_factory.mktemp("demo")
+    run_demo(workspace, images_per_class=IMAGES_PER_CLASS, models=REDUCED_MODELS)
+    return workspace
+
+
+def _table_counts(workspace: Path) -> dict[str, int]:
+    from results.store import Store
+
+    with Store.open(workspace / "uebench.duckdb", read_only=True) as store:
+        return {t: store.query(f"SELECT count(*) AS n FROM {t}")["n"][0] for t in store.tables()}
+
+
+def test_demo_writes_one_output_row_per_image(demo_workspace):
+    from pipelines.zoo import resolve_all
+
+    n_images = {
+        ID_DATASET: IMAGES_PER_CLASS * len({p.wnid for p in ID_PHOTOS}),
+        OOD_DATASET: IMAGES_PER_CLASS * len({p.wnid for p in OOD_PHOTOS}),
+    }
+    for ms in resolve_all(list(REDUCED_MODELS)):
+        for dataset, expected in n_images.items():
+            files = list((demo_workspace / "outputs" / f"model={ms.model_id}" / f"dataset={dataset}").glob("*.parquet"))
+            assert len(files) == 1
+            table = pq.read_table(files[0])
+            assert table.num_rows == expected
+            assert {"sample_id", "label", "logits", "pred", "msp"} <= set(table.column_names)
+            logits = np.asarray(table.column("logits").combine_chunks().flatten()).reshape(expected, -1)
+            assert logits.shape[1] == 1000
+            assert np.array_equal(logits.argmax(1), table.column("pred").to_numpy())
+            assert len(set(table.column("sample_id").to_pylist())) == expected
+
+
+def test_demo_database_has_one_row_per_model(demo_workspace):
+    from results.store import Store
+
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM models")["n"][0] == len(REDUCED_MODELS)
+        assert store.query("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] >= 1
+        msp = store.query(
+            "SELECT model_id, accuracy, auroc, aurc FROM selective_metrics "
+            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = 'all'"
+        )
+    assert msp.height == len(REDUCED_MODELS)
+    random_row = msp.filter(msp["model_id"].str.ends_with("-random"))
+    assert random_row["accuracy"][0] < 0.5
+
+
+def test_rerunning_the_demo_duplicates_nothing(demo_workspace):
+    from pipelines.demo import run_demo
+
+    before = _table_counts(demo_workspace)
+    context = run_demo(demo_workspace, images_per_class=IMAGES_PER_CLASS, models=REDUCED_MODELS)
+    after = _table_counts(demo_workspace)
+    assert after.pop("runs") == before.pop("runs") + 1  # a rerun is a new run; everything else is replaced
+    after.pop("run_tasks")
+    before.pop("run_tasks")
+    assert after == before
+    from results.store import Store
+
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        statuses = store.query(f"SELECT DISTINCT status FROM run_tasks WHERE run_id = '{context.run_id}'")
+    assert statuses["status"].to_list() == ["skipped_existing"]
+
+
+def _uebench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_the_built_commands():
+    result = _uebench("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_unwritable_workspace_is_a_one_line_error():
+    result = _uebench("demo", "--workspace", "/proc/forbidden")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: workspace /proc/forbidden is not writable")
+    assert "Traceback" not in result.stderr + result.stdout
