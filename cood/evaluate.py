@@ -15,10 +15,11 @@ Conventions (ID is the positive class unless stated; κ higher = more in-distrib
 - ``fpr95_oodpos`` (torch-uncertainty): OOD positive with score −κ; the symmetric definition.
 - ``aupr_in`` / ``aupr_out``: step-wise average precision (sklearn ``average_precision_score``) with ID,
   respectively OOD (score −κ), as the positive class.
-- ``id_auroc``: mid-rank misclassification AUROC on the ID set (positive = correct prediction); NaN when
-  the ID predictions are all correct or all wrong.
+- ``id_auroc``: mid-rank misclassification AUROC on the ID set (positive = correct prediction), from
+  :func:`hsc.selective.auroc`; NaN with a RuntimeWarning when the ID predictions are all correct or all wrong.
 
-The result is a polars DataFrame (architecture.md §3): this module imports polars in addition to numpy.
+The result is a polars DataFrame (architecture.md §3): this module imports polars in addition to numpy
+and ``hsc.selective``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from cood.severity import SeverityLevels
+from hsc.selective import auroc as misclassification_auroc
 
 LEVEL_SCHEMA: dict[str, Any] = {
     "model_id": pl.Utf8,
@@ -94,11 +96,8 @@ def auroc_half_pairs(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> int:
 
 
 def _auroc(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> float:
-    """Mid-rank AUROC of positives vs negatives (both ascending); NaN when either side is empty."""
-    n, m = pos_sorted.shape[0], neg_sorted.shape[0]
-    if n == 0 or m == 0:
-        return float("nan")
-    return auroc_half_pairs(pos_sorted, neg_sorted) / (2.0 * n * m)
+    """Mid-rank AUROC of positives vs negatives (both ascending, non-empty)."""
+    return auroc_half_pairs(pos_sorted, neg_sorted) / (2.0 * pos_sorted.shape[0] * neg_sorted.shape[0])
 
 
 def _average_precision_high(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> float:
@@ -201,7 +200,7 @@ def evaluate_levels(
 
     id_sorted = np.sort(id_conf)
     id_accuracy = float(id_correct.mean())
-    id_auroc = _auroc(np.sort(id_conf[id_correct]), np.sort(id_conf[~id_correct]))
+    id_auroc = misclassification_auroc(id_conf, id_correct)
     id_avg_conf = float(id_conf.mean())
 
     membership = np.zeros((levels.num_levels, num_classes), dtype=bool)

@@ -127,13 +127,14 @@ def export_benchmark(
     """
     out = Path(out_dir)
     reference = reference_frame(levels, model_name=model_name, confidence_name=confidence_name)
-    name = reference_file_name(
-        reference.item(0, "model name"), reference.item(0, "confidence function"), levels.height
-    )
+    name = reference_file_name(reference.item(0, "model name"), reference.item(0, "confidence function"), levels.height)
     frames: dict[str, tuple[str, pl.DataFrame]] = {
         "reference_csv": (name, reference.select(REFERENCE_COLUMNS)),
         "levels_csv": ("cood_levels.csv", levels.sort("level")),
-        "level_classes_csv": ("level_classes.csv", level_classes.select("level", "wnid").sort("level", "wnid")),
+        "level_classes_csv": (
+            "level_classes.csv",
+            level_classes.select("level", "wnid").sort("level", "wnid"),
+        ),
     }
     if class_severity is not None:
         frames["class_severity_csv"] = ("class_severity.csv", class_severity.select("wnid", "s", "n_est"))

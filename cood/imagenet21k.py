@@ -1,4 +1,4 @@
-"""The ImageNet-21k OOD image set: per-class sampling, the estimation/test split and its manifest (cood.md §1).
+"""ImageNet-21k OOD images: per-class sampling, the estimation/test split and its manifest (cood.md §1).
 
 Layout read: ``<root>/<wnid>/<image>`` where ``wnid`` is ``n`` followed by 8 digits and images are files
 with an image extension (case-insensitive). Procedure, per class, independent of every other class:
@@ -29,6 +29,7 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ MANIFEST_FORMAT = "uebench-ood-split/1"
 ROLES = ("estimation", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SplitManifest:
     """The sampled OOD images and their estimation/test roles.
 
@@ -82,13 +83,13 @@ class SplitManifest:
             writer.writerow((self.wnids[index], index, path, roles[i]))
         return buffer.getvalue().encode("utf-8")
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         """SHA-256 of :meth:`csv_bytes`: the manifest hash recorded with every benchmark."""
         return hashlib.sha256(self.csv_bytes()).hexdigest()
 
-    def header(self) -> dict[str, object]:
-        """The JSON sidecar's content."""
+    def header(self, csv_sha256: str | None = None) -> dict[str, object]:
+        """The JSON sidecar's content (``csv_sha256``: the CSV's hash when already known)."""
         return {
             "format": MANIFEST_FORMAT,
             "seed": self.seed,
@@ -100,7 +101,7 @@ class SplitManifest:
             "num_classes": len(self.wnids),
             "num_samples": len(self.paths),
             "class_list_sha256": self.class_list_sha256,
-            "csv_sha256": self.sha256,
+            "csv_sha256": csv_sha256 if csv_sha256 is not None else self.sha256,
             "procedure": "sorted file names; rng = numpy default_rng(SeedSequence([seed, crc32(wnid)])); "
             "p = rng.permutation(n_files); p[:per_class] sampled, its first n_estimation are estimation",
         }
@@ -128,9 +129,7 @@ def list_class_images(root: str | os.PathLike[str], pool_wnids: Iterable[str] | 
     images: dict[str, list[str]] = {}
     for wnid in folders:
         with os.scandir(root / wnid) as files:
-            names = [
-                f.name for f in files if f.is_file() and os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS
-            ]
+            names = [f.name for f in files if f.is_file() and os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS]
         images[wnid] = sorted(names)
     return images
 
@@ -234,7 +233,7 @@ def write_manifest(manifest: SplitManifest, path: str | os.PathLike[str]) -> str
         raise ValueError(f"manifest path must end in .csv, got {path}")
     data = manifest.csv_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    header = manifest.header()
+    header = manifest.header(digest)
     write_bytes_atomic(path, data)
     write_bytes_atomic(sidecar_path(path), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return digest
@@ -266,20 +265,21 @@ def read_manifest(path: str | os.PathLike[str]) -> SplitManifest:
     if columns != MANIFEST_COLUMNS:
         raise ValueError(f"{path} must have columns {','.join(MANIFEST_COLUMNS)}, found {','.join(columns)}")
     records = list(rows)
-    wnid_col = [r[0] for r in records]
+    wnid_col = np.array([r[0] for r in records])
     class_index = np.array([int(r[1]) for r in records], dtype=np.int64)
     role_col = np.array([r[3] for r in records])
-    bad_roles = set(np.unique(role_col)) - set(ROLES)
+    bad_roles = set(np.unique(role_col).tolist()) - set(ROLES)
     if bad_roles:
         raise ValueError(f"{path} has roles {sorted(bad_roles)}; allowed: {', '.join(ROLES)}")
     num_classes = int(header["num_classes"])
-    wnids = [""] * num_classes
-    for wnid, index in zip(wnid_col, class_index.tolist(), strict=True):
-        if not 0 <= index < num_classes or wnids[index] not in ("", wnid):
-            raise ValueError(f"{path}: class index {index} of {wnid} is out of range or used by another wnid")
-        wnids[index] = wnid
+    indices, first = np.unique(class_index, return_index=True)
+    if not np.array_equal(indices, np.arange(num_classes)):
+        raise ValueError(f"{path}: class indices must be 0..{num_classes - 1}, each with at least one image")
+    wnids = wnid_col[first]
+    if np.unique(wnids).size != num_classes or not np.array_equal(wnids[class_index], wnid_col):
+        raise ValueError(f"{path}: each class index must map to exactly one wnid and vice versa")
     return SplitManifest(
-        wnids=tuple(wnids),
+        wnids=tuple(wnids.tolist()),
         paths=tuple(r[2] for r in records),
         class_index=class_index,
         is_estimation=role_col == "estimation",

@@ -81,9 +81,7 @@ def severity_levels(class_scores: np.ndarray, num_levels: int = 11, window: int 
         raise ValueError(f"window must be >= 1, got {window}")
     num_classes = scores.shape[0]
     if num_classes < window:
-        raise ValueError(
-            f"need at least window={window} OOD classes to build severity levels, got K={num_classes}"
-        )
+        raise ValueError(f"need at least window={window} OOD classes to build severity levels, got K={num_classes}")
     order = np.argsort(scores, kind="stable")
     cumulative = np.concatenate(([0.0], np.cumsum(scores[order], dtype=np.float64)))
     window_means = (cumulative[window:] - cumulative[:-window]) / window  # (L,)

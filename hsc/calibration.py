@@ -20,16 +20,14 @@ import numpy as np
 from scipy import stats
 
 from hsc.hierarchy import Hierarchy
-from hsc.rules import node_prob_chunks, step_table
+from hsc.rules import StepTable, _leaf_count_classes, _table_chunk, check_scores, node_prob_chunks, step_table
 
 METHODS = ("quantile", "conformal", "pac")
 MONOTONE_RULES = ("selective", "climbing")
 DARTS_STEPS = 25
 
 
-def tight_thresholds(
-    H: Hierarchy, probs: np.ndarray, labels: np.ndarray, rule: str = "climbing"
-) -> np.ndarray:
+def tight_thresholds(H: Hierarchy, probs: np.ndarray, labels: np.ndarray, rule: str = "climbing") -> np.ndarray:
     """(N,) float64 θ_i: the rule is correct on sample i at θ ⇔ θ >= θ_i (0 when ŷ = y).
 
     probs: (N, L) leaf or (N, V) node probabilities; labels: (N,) leaf indices; rule: "climbing" or
@@ -38,8 +36,7 @@ def tight_thresholds(
     path); θ_i > 1 only when that probability is exactly 1, where the root fallback is correct.
     """
     if rule not in MONOTONE_RULES:
-        raise ValueError(f"rule: expected one of {', '.join(MONOTONE_RULES)} (monotone correctness), "
-                         f"found {rule!r}")
+        raise ValueError(f"rule: expected one of {', '.join(MONOTONE_RULES)} (monotone correctness), found {rule!r}")
     table = step_table(H, probs, rule)
     return tight_from_table(H, table, labels)
 
@@ -143,12 +140,54 @@ def darts_predict(H: Hierarchy, probs: np.ndarray, lam: float) -> np.ndarray:
 
 
 def _unclipped32(P: np.ndarray) -> np.ndarray:
+    """Validated float32 copy of a (n, V) node-probability chunk (DARTS compares every node)."""
+    check_scores(P)
     return P.astype(np.float32)
 
 
-def darts(
-    H: Hierarchy, probs: np.ndarray, labels: np.ndarray, epsilon: float, confidence: float = 0.9
-) -> float:
+def darts_table(H: Hierarchy, probs: np.ndarray) -> StepTable:
+    """DARTS predictions of every sample as a step function of λ >= 0, in float64 (hsc.md §10).
+
+    pred(λ) = argmax_v (r_v + λ)·p(v) is the upper envelope of the lines p(v)·λ + r_v·p(v). Only the max-p
+    node of each leaf-count class (equal r_v; lowest id on ties) can win, so the envelope is walked over those
+    K+1 candidates: from the λ = 0 winner, repeatedly to the steeper line met first (steepest on ties).
+    Returns StepTable(states (N, K+1), thresholds (N, K) = λ breakpoints, +inf padded) with
+    pred(λ) = states[i, #{k : thresholds[i, k] < λ}]; at a breakpoint itself ties are not resolved by id.
+    """
+    table_parts, break_parts = [], []
+    classes = _leaf_count_classes(H)
+    reward = np.array([H.coverage[lo] for lo, _ in classes]) * np.log2(H.num_leaves)
+    for _, P in node_prob_chunks(H, probs):
+        nodes, slope = _table_chunk(H, P, "max_coverage")  # class maxima: (n, K+1)
+        check_scores(slope)
+        n, width = slope.shape
+        rows = np.arange(n)
+        intercept = slope * reward
+        cur = np.argmax(intercept, axis=1)
+        states = np.empty((n, width), dtype=np.int64)
+        breaks = np.full((n, width - 1), np.inf)
+        states[:, 0] = nodes[rows, cur]
+        for k in range(1, width):
+            s_cur = slope[rows, cur][:, None]
+            steeper = slope > s_cur
+            with np.errstate(divide="ignore", invalid="ignore"):
+                meet = np.where(steeper, (intercept[rows, cur][:, None] - intercept) / (slope - s_cur), np.inf)
+            first = meet.min(axis=1)
+            nxt = np.argmax(np.where(meet == first[:, None], slope, -np.inf), axis=1)
+            moved = np.isfinite(first)
+            cur = np.where(moved, nxt, cur)
+            floor = 0.0 if k == 1 else breaks[:, k - 2]
+            breaks[:, k - 1] = np.where(moved, np.maximum(first, floor), np.inf)
+            states[:, k] = nodes[rows, cur]
+            if not moved.any():
+                states[:, k + 1 :] = states[:, k : k + 1]
+                break
+        table_parts.append(states)
+        break_parts.append(breaks)
+    return StepTable(np.concatenate(table_parts), np.concatenate(break_parts))
+
+
+def darts(H: Hierarchy, probs: np.ndarray, labels: np.ndarray, epsilon: float, confidence: float = 0.9) -> float:
     """DARTS λ for target accuracy 1 − ε on calibration data, exactly as the reference (hsc.md §6).
 
     probs: (n, L) leaf or (n, V) node probabilities; labels: (n,) leaf indices; epsilon in (0, 1);

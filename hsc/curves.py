@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hsc.hierarchy import Hierarchy
-from hsc.rules import RULES, StepTable, _table_chunk, check_rule, node_prob_chunks
+from hsc.rules import RULES, StepTable, _table_chunk, check_rule, check_scores, node_prob_chunks
 
 RISKS = ("01", "severity")
 
@@ -106,7 +106,7 @@ def events(H: Hierarchy, table: StepTable, labels: np.ndarray) -> Events:
 
 
 def evaluate_events(ev: Events, thetas: np.ndarray) -> HRCPoints:
-    """The curve at ``thetas`` (M,), applying every event with t < θ."""
+    """The curve at ``thetas`` (M,), applying every event with t < θ (float sums clipped to [0, 1])."""
     thetas = np.asarray(thetas, dtype=np.float64)
     applied = np.searchsorted(ev.t, thetas, side="left")
     n = max(ev.num_samples, 1)
@@ -117,9 +117,9 @@ def evaluate_events(ev: Events, thetas: np.ndarray) -> HRCPoints:
 
     return HRCPoints(
         thetas=thetas,
-        coverage=total(ev.base_coverage, ev.d_coverage) / n,
+        coverage=np.clip(total(ev.base_coverage, ev.d_coverage) / n, 0.0, 1.0),
         risk_01=1.0 - total(ev.base_correct, ev.d_correct) / n,
-        risk_severity=total(ev.base_severity, ev.d_severity) / n,
+        risk_severity=np.clip(total(ev.base_severity, ev.d_severity) / n, 0.0, 1.0),
     )
 
 
@@ -147,11 +147,14 @@ def hrc_points(
     labels = H.check_labels(labels, probs.shape[0] if probs.ndim == 2 else None)
     precision = "float64" if grid is None else "float32"
     parts = [(rows, _table_chunk(H, P, rule)) for rows, P in node_prob_chunks(H, probs, precision)]
+    for _, (_, scores) in parts:
+        check_scores(scores)
     if grid is not None:
         thetas = grid_thresholds(H, probs, grid)
     states = np.concatenate([p[1][0] for p in parts]) if parts else np.empty((0, 2), np.int64)
-    thresholds = (np.concatenate([np.maximum.accumulate(p[1][1][:, :-1], axis=1) for p in parts])
-                  if parts else np.empty((0, 1)))
+    thresholds = (
+        np.concatenate([np.maximum.accumulate(p[1][1][:, :-1], axis=1) for p in parts]) if parts else np.empty((0, 1))
+    )
     ev = events(H, StepTable(states, thresholds), labels)
     if grid is None:
         thetas = np.unique(np.concatenate([[0.0], ev.t[ev.t <= 1.0], [1.0]]))

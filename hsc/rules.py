@@ -57,6 +57,14 @@ def check_theta(theta: float) -> float:
     return value
 
 
+def check_scores(scores: np.ndarray) -> None:
+    """Reject NaN/inf or negative node probabilities among the ones a rule uses (NaN wins argmax, so a NaN
+    anywhere on the compared nodes reaches the scores)."""
+    low = scores.min(initial=0.0)
+    if not (np.isfinite(low) and np.isfinite(scores.max(initial=0.0))) or low < 0:
+        raise ValueError("probs: expected finite non-negative node probabilities, found NaN, inf or a negative value")
+
+
 def check_rule(rule: str) -> str:
     """Validate a rule name."""
     if rule not in RULES:
@@ -64,9 +72,7 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def node_prob_chunks(
-    H: Hierarchy, probs: np.ndarray, precision: str = "float64"
-) -> Iterator[tuple[slice, np.ndarray]]:
+def node_prob_chunks(H: Hierarchy, probs: np.ndarray, precision: str = "float64") -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (row slice, (n, V) float64 node probabilities) over chunks of rows.
 
     probs: (N, L) leaf probabilities, or (N, V) node probabilities (e.g. from ``H.node_probs``) used as they
@@ -84,10 +90,8 @@ def node_prob_chunks(
         raise ValueError(f"precision: expected 'float64' or 'float32', found {precision!r}")
     for start in range(0, probs.shape[0], CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, probs.shape[0]))
-        if node_input:
+        if node_input:  # validated where used (check_scores), not here: a full pass costs more than a rule
             chunk = np.asarray(probs[rows], dtype=np.float64)
-            if not np.isfinite(chunk).all() or chunk.min(initial=0.0) < 0:
-                raise ValueError("probs: expected finite non-negative node probabilities, found NaN/inf/negative")
         else:
             chunk = H._node_probs_chunk(probs[rows])
         if precision == "float32":
@@ -159,11 +163,13 @@ def step_table(H: Hierarchy, probs: np.ndarray, rule: str, precision: str = "flo
     states_parts, threshold_parts = [], []
     for _, P in node_prob_chunks(H, probs, precision):
         states, scores = _table_chunk(H, P, rule)
+        check_scores(scores)
         states_parts.append(states)
         threshold_parts.append(np.maximum.accumulate(scores[:, :-1], axis=1))
     if not states_parts:
         width = {"selective": 2, "climbing": H.max_depth + 1, "jumping": H.max_depth + 1}.get(
-            rule, len(_leaf_count_classes(H)))
+            rule, len(_leaf_count_classes(H))
+        )
         return StepTable(np.empty((0, width), np.int64), np.empty((0, width - 1)))
     return StepTable(np.concatenate(states_parts), np.concatenate(threshold_parts))
 

@@ -21,7 +21,6 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from scipy.special import digamma
 
 from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result, softmax_stats
 
@@ -94,7 +93,8 @@ class RankedScores:
 
     ``conf``: (n,) float64 sorted descending; ``correct``: (n,) bool in that order; ``errors_before``:
     (n+1,) int64, errors among the k most confident (k = 0..n); ``block_start`` / ``block_end``: (B,) int64,
-    each tie block covers sorted positions block_start..block_end−1 (so block_end is a prefix length k).
+    each tie block covers sorted positions block_start..block_end−1 (so block_end is a prefix length k);
+    ``order``: (n,) int64, the sort permutation (``conf = input[order]``).
     """
 
     conf: np.ndarray
@@ -102,6 +102,7 @@ class RankedScores:
     errors_before: np.ndarray
     block_start: np.ndarray
     block_end: np.ndarray
+    order: np.ndarray
 
     @property
     def n(self) -> int:
@@ -112,18 +113,20 @@ class RankedScores:
         """Number of errors."""
         return int(self.errors_before[-1])
 
+    @cached_property
     def block_errors(self) -> np.ndarray:
         """(B,) errors inside each tie block."""
         return self.errors_before[self.block_end] - self.errors_before[self.block_start]
 
     def block_sizes(self) -> np.ndarray:
+        """(B,) samples in each tie block."""
         return self.block_end - self.block_start
 
     def expected_errors(self, k: np.ndarray) -> np.ndarray:
         """Expected errors among the k most confident (k ≥ 1) over random orders inside tie blocks."""
         b = np.searchsorted(self.block_end, k, side="left")
         k0 = self.block_start[b]
-        rho = self.block_errors()[b] / self.block_sizes()[b]
+        rho = self.block_errors[b] / self.block_sizes()[b]
         return self.errors_before[k0] + (k - k0) * rho
 
     @cached_property
@@ -135,7 +138,7 @@ class RankedScores:
         sizes = self.block_sizes()
         base = np.repeat(self.errors_before[self.block_start], sizes)
         start = np.repeat(self.block_start, sizes)
-        rho = np.repeat(self.block_errors() / sizes, sizes)
+        rho = np.repeat(self.block_errors / sizes, sizes)
         return (base + (k - start) * rho) / k
 
     @cached_property
@@ -144,16 +147,33 @@ class RankedScores:
         return np.ascontiguousarray(self.conf[::-1])
 
 
-def rank_scores(conf: np.ndarray, correct: np.ndarray) -> RankedScores:
-    """Validate ``conf: (N,)`` / ``correct: (N,) bool`` and sort once (stable, descending confidence)."""
+def _is_stable_descending(c: np.ndarray, order: np.ndarray) -> bool:
+    """Whether ``order`` is exactly the stable descending sort permutation of ``c`` (O(n) check)."""
+    if order.shape != c.shape or not np.issubdtype(order.dtype, np.integer):
+        return False
+    if c.size and (order.min() < 0 or order.max() >= c.size or np.bincount(order).max() > 1):
+        return False
+    cs = c[order]
+    step = cs[1:] - cs[:-1]
+    return not (np.any(step > 0) or np.any((step == 0) & (order[1:] < order[:-1])))
+
+
+def rank_scores(conf: np.ndarray, correct: np.ndarray, order_hint: np.ndarray | None = None) -> RankedScores:
+    """Validate ``conf: (N,)`` / ``correct: (N,) bool`` and sort once (stable, descending confidence).
+
+    ``order_hint``: (N,) int, a candidate for the sort permutation (e.g. a superset's order restricted to
+    this subset). It is used when an O(n) check confirms it is the stable descending order; otherwise the
+    scores are sorted as usual.
+    """
     c, y = _check_inputs(conf, correct)
-    order = np.argsort(-c, kind="stable")
+    hint_ok = order_hint is not None and _is_stable_descending(c, np.asarray(order_hint))
+    order = np.asarray(order_hint) if hint_ok else np.argsort(-c, kind="stable")
     cs, ys = c[order], y[order]
     errors_before = np.zeros(cs.size + 1, dtype=np.int64)
     np.cumsum(~ys, out=errors_before[1:])
     block_end = np.append(np.flatnonzero(cs[1:] != cs[:-1]) + 1, cs.size).astype(np.int64)
     block_start = np.concatenate(([0], block_end[:-1])).astype(np.int64)
-    return RankedScores(cs, ys, errors_before, block_start, block_end)
+    return RankedScores(cs, ys, errors_before, block_start, block_end, order)
 
 
 def _single_class_nan(r: RankedScores, metric: str) -> bool:
@@ -170,7 +190,7 @@ def _single_class_nan(r: RankedScores, metric: str) -> bool:
 
 def _pair_counts(r: RankedScores) -> tuple[float, float, float]:
     """(concordant, discordant, tied) (correct, wrong) pairs; concordant = correct strictly more confident."""
-    err_b = r.block_errors()
+    err_b = r.block_errors
     cor_b = r.block_sizes() - err_b
     err_after = r.m - r.errors_before[r.block_end]
     cor_after = (r.n - r.m) - (r.block_end - r.errors_before[r.block_end])
@@ -209,9 +229,7 @@ def _gamma(r: RankedScores, ties: str) -> float:
             return math.nan
         concordant, discordant, _ = _pair_counts(r)
         if concordant + discordant == 0:
-            warnings.warn(
-                "gamma: every (correct, wrong) pair is tied; returning NaN", RuntimeWarning, stacklevel=3
-            )
+            warnings.warn("gamma: every (correct, wrong) pair is tied; returning NaN", RuntimeWarning, stacklevel=3)
             return math.nan
         return (concordant - discordant) / (concordant + discordant)
     return 2.0 * _auroc(r, ties) - 1.0
@@ -274,6 +292,8 @@ def aurc(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> fl
 def _aurc_optimal(n: int, m: int, exact: bool) -> float:
     r = m / n
     if exact:
+        from scipy.special import digamma  # imported here: scipy costs ~0.2 s and most callers never need it
+
         # AURC of the perfect ranking: m/n − ((n−m)/n)·(H_n − H_{n−m}), H_k = digamma(k+1) + Euler γ
         return r - (n - m) / n * float(digamma(n + 1) - digamma(n - m + 1))
     return r + (1.0 - r) * math.log1p(-r)
@@ -281,9 +301,7 @@ def _aurc_optimal(n: int, m: int, exact: bool) -> float:
 
 def _eaurc(r: RankedScores, ties: str, exact: bool) -> float:
     if r.m == r.n:
-        warnings.warn(
-            "eaurc: every sample is wrong (error rate 1); returning NaN", RuntimeWarning, stacklevel=3
-        )
+        warnings.warn("eaurc: every sample is wrong (error rate 1); returning NaN", RuntimeWarning, stacklevel=3)
         return math.nan
     return _aurc(r, ties) - _aurc_optimal(r.n, r.m, exact)
 
@@ -342,9 +360,7 @@ def _risk_at_coverage(r: RankedScores, coverage: float, ties: str) -> float:
     return float(errors) / k
 
 
-def risk_at_coverage(
-    conf: np.ndarray, correct: np.ndarray, coverage: float = 0.95, *, ties: Ties = "midrank"
-) -> float:
+def risk_at_coverage(conf: np.ndarray, correct: np.ndarray, coverage: float = 0.95, *, ties: Ties = "midrank") -> float:
     """Selective risk R_k at k = ⌈coverage·n⌉ (torch-uncertainty ``RiskAtxCov``), a fraction.
 
     ``"midrank"``: expected over random orders inside the tie block containing position k.
@@ -362,9 +378,7 @@ def _first_bad(bad: np.ndarray, k: np.ndarray, after: int) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def _coverage_at_accuracy(
-    r: RankedScores, accuracy: float, forgive: int, semantics: str, reference: bool
-) -> float:
+def _coverage_at_accuracy(r: RankedScores, accuracy: float, forgive: int, semantics: str, reference: bool) -> float:
     _check_fraction(accuracy, "accuracy", allow_zero=True)
     if semantics not in _SEMANTICS:
         raise ValueError(f"semantics must be one of {sorted(_SEMANTICS)}, got {semantics!r}")
@@ -423,21 +437,17 @@ def coverage_at_accuracy(
 def _check_probability(c: np.ndarray) -> None:
     if c.min() < 0.0 or c.max() > 1.0:
         raise ValueError(
-            "conf must be probabilities in [0, 1] for calibration metrics, "
-            f"found [{c.min():.6g}, {c.max():.6g}]"
+            f"conf must be probabilities in [0, 1] for calibration metrics, found [{c.min():.6g}, {c.max():.6g}]"
         )
 
 
-def _bin_gaps(
-    conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0."""
-    keep = j >= 0
-    jj = j[keep]
-    count = np.bincount(jj, minlength=n_bins)
+def _bin_gaps(conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0 (j = −1: in no bin)."""
+    slot = j + 1  # slot 0 collects the samples that are in no bin
+    count = np.bincount(slot, minlength=n_bins + 1)[1:]
     gap = np.abs(
-        np.bincount(jj, weights=conf[keep], minlength=n_bins)
-        - np.bincount(jj, weights=correct[keep].astype(np.float64), minlength=n_bins)
+        np.bincount(slot, weights=conf, minlength=n_bins + 1)[1:]
+        - np.bincount(slot, weights=correct.astype(np.float64), minlength=n_bins + 1)[1:]
     )
     return count, gap
 
@@ -517,9 +527,7 @@ def _adaptive_edges(sorted_conf: np.ndarray, bins: int, reference: bool) -> np.n
     if reference:
         step = n // (bins - 1)
         if step == 0:
-            raise ValueError(
-                f"adaptive_ece(reference=True) needs n >= bins - 1 = {bins - 1} samples, got {n}"
-            )
+            raise ValueError(f"adaptive_ece(reference=True) needs n >= bins - 1 = {bins - 1} samples, got {n}")
         edges = sorted_conf[::step].copy()
     else:
         # edge j is the largest κ of the first ⌈j·n/bins⌉ samples: bins (e_j, e_{j+1}] hold ≈ n/bins each
@@ -607,16 +615,30 @@ def summarize(
     correct: np.ndarray,
     *,
     probability: bool,
+    values: np.ndarray | None = None,
+    order_hint: np.ndarray | None = None,
     bins: int = 15,
     convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
 ) -> dict[str, float]:
     """Every flat metric of one (model, κ) from one sort: ``{column: value}`` (the selective_metrics columns).
 
+    ``conf: (N,)`` ranks the samples; ``values: (N,)`` (optional) are the κ values themselves when ``conf``
+    is a finer ranking key of them (log-MSP for MSP, which does not saturate at 1.0): they must be a
+    non-decreasing function of ``conf`` and feed the calibration columns and confidence statistics.
+    ``order_hint``: a candidate sort permutation of ``conf``, see :func:`rank_scores`.
     ``probability``: κ is a probability (MSP), so the calibration columns (ECE, MCE, A-ECE) are computed;
     otherwise they are NaN. Ranking columns of single-class input are NaN (with a warning).
     """
-    r = rank_scores(conf, correct)
+    r = rank_scores(conf, correct, order_hint)
     n = r.n
+    if values is None:
+        kappa = r.conf
+    else:
+        v = _check_inputs(values, r.correct)[0]
+        kappa = v[r.order]
+        # allow last-bit wobble of a monotone map computed in floating point (e.g. exp of log-MSP)
+        if np.any(kappa[1:] - kappa[:-1] > 1e-12 * np.maximum(1.0, np.abs(kappa[:-1]))):
+            raise ValueError("values must be a non-decreasing function of conf (the same ranking)")
     out: dict[str, float] = {"n": n, "accuracy": (n - r.m) / n}
     out["auroc"] = _auroc(r, "midrank")
     out["auroc_ref"] = _auroc(r, "reference")
@@ -635,20 +657,20 @@ def summarize(
         out[f"sac{a}_max"] = _coverage_at_accuracy(r, a / 100, 0, "max", False)
     for c in (50, 80, 90, 95):
         out[f"risk_at_{c}"] = _risk_at_coverage(r, c / 100, "midrank")
-    ascending = r.ascending
+    ascending = r.ascending if values is None else np.ascontiguousarray(kappa[::-1])
     if probability:
         _check_probability(ascending)
-        count, gap = _bin_gaps(r.conf, r.correct, _equal_width_bins(r.conf, bins, convention), bins)
+        count, gap = _bin_gaps(kappa, r.correct, _equal_width_bins(kappa, bins, convention), bins)
         out[f"ece{bins}"] = _ece_from_bins(count, gap, n, "l1")
         out[f"mce{bins}"] = _ece_from_bins(count, gap, n, "max")
         edges = _adaptive_edges(ascending, bins, reference=False)
-        count, gap = _bin_gaps(r.conf, r.correct, np.searchsorted(edges, r.conf, side="left") - 1, bins)
+        count, gap = _bin_gaps(kappa, r.correct, np.searchsorted(edges, kappa, side="left") - 1, bins)
         out["aece"] = _ece_from_bins(count, gap, n, "l1")
         out["aece_ref"] = math.nan
         if n >= bins - 1:
             edges = _adaptive_edges(ascending, bins, reference=True)
-            j = np.searchsorted(edges, r.conf, side="left") - 1
-            count, gap = _bin_gaps(r.conf, r.correct, j, edges.size - 1)
+            j = np.searchsorted(edges, kappa, side="left") - 1
+            count, gap = _bin_gaps(kappa, r.correct, j, edges.size - 1)
             out["aece_ref"] = _ece_from_bins(count, gap, n, "l1")
     else:
         out[f"ece{bins}"] = out[f"mce{bins}"] = out["aece"] = out["aece_ref"] = math.nan

@@ -21,19 +21,24 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
+from scipy import stats
 
 from hsc.calibration import (
+    DARTS_STEPS,
     METHODS,
     check_alpha,
     conformal_rank,
+    darts_table,
     pac_rank,
     tight_from_table,
 )
-from hsc.curves import events
+from hsc.curves import Events, events
 from hsc.hierarchy import Hierarchy
 from hsc.rules import step_table
 
 DEFAULT_ALPHAS = (0.3, 0.2, 0.15, 0.1, 0.05, 0.01, 0.005)
+STUDY_METHODS = (*METHODS, "darts")
+DARTS_CONFIDENCE = 0.9
 
 
 def class_allocation(labels: np.ndarray, n_cal: int, num_classes: int) -> np.ndarray:
@@ -69,6 +74,38 @@ class StratifiedSplitter:
         return np.argsort(keys)[self._take]
 
 
+class _CalibrationSums:
+    """Sums of per-sample step functions over all samples and over one calibration part.
+
+    ev: events of a step table (sorted by breakpoint); x: query points (thresholds or λ). A sample's value at
+    x is its state-0 value plus its events with t < x.
+    """
+
+    def __init__(self, ev: Events, correct0: np.ndarray, coverage0: np.ndarray):
+        self.ev = ev
+        self.correct0 = correct0.astype(np.int64)
+        self.coverage0 = coverage0
+        self.correct_all = np.concatenate([[0], np.cumsum(ev.d_correct)])
+        self.coverage_all = np.concatenate([[0.0], np.cumsum(ev.d_coverage)])
+
+    def set_calibration(self, cal: np.ndarray, in_cal: np.ndarray) -> None:
+        mine = in_cal[self.ev.sample]
+        self.correct_cal = np.concatenate([[0], np.cumsum(np.where(mine, self.ev.d_correct, 0))])
+        self.coverage_cal = np.concatenate([[0.0], np.cumsum(np.where(mine, self.ev.d_coverage, 0.0))])
+        self.base_correct_cal = int(self.correct0[cal].sum())
+        self.base_coverage_cal = float(self.coverage0[cal].sum())
+
+    def calibration_correct(self, x: np.ndarray) -> np.ndarray:
+        return self.base_correct_cal + self.correct_cal[np.searchsorted(self.ev.t, x, side="left")]
+
+    def test_sums(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(correct count, coverage sum) over the samples outside the calibration part, at x."""
+        at = np.searchsorted(self.ev.t, x, side="left")
+        correct = self.ev.base_correct + self.correct_all[at] - self.base_correct_cal - self.correct_cal[at]
+        coverage = self.ev.base_coverage + self.coverage_all[at] - self.base_coverage_cal - self.coverage_cal[at]
+        return correct, coverage
+
+
 def threshold_study(
     H: Hierarchy,
     probs: np.ndarray,
@@ -85,15 +122,17 @@ def threshold_study(
     """Run the threshold study; one result row per (method, α), in methods-then-alphas order.
 
     probs: (N, L) leaf or (N, V) node probabilities; labels: (N,) leaf indices; alphas in (0, 1);
-    methods ⊆ {"conformal", "pac", "quantile"}; delta: δ of "pac"; n_cal: calibration size (default
-    min(5000, N // 2)); rule: "climbing" or "selective".
+    methods ⊆ {"conformal", "pac", "quantile", "darts"}; delta: δ of "pac"; n_cal: calibration size
+    (default min(5000, N // 2)); rule: "climbing" or "selective" (the rule of the threshold methods).
+    "darts" (ε = α) runs the reference's 25-step bisection on each calibration part with a float64 envelope
+    of the DARTS predictions (:func:`hsc.calibration.darts_table`); its θ is λ.
     Row keys: method, rule, alpha, delta (None unless pac), n_cal, repetitions, seed, theta_mean,
     accuracy_mean, accuracy_std, accuracy_error (points), coverage_mean, coverage_std, violation_rate.
     """
     alphas = [check_alpha(a) for a in alphas]
     for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"methods: expected a subset of {', '.join(METHODS)}, found {method!r}")
+        if method not in STUDY_METHODS:
+            raise ValueError(f"methods: expected a subset of {', '.join(STUDY_METHODS)}, found {method!r}")
     if "pac" in methods:
         check_alpha(delta, "delta")
     if repetitions < 1:
@@ -106,62 +145,86 @@ def threshold_study(
     n = min(5000, N // 2) if n_cal is None else int(n_cal)
     splitter = StratifiedSplitter(labels, n, seed, H.num_leaves)
     m = N - n
+    coverage = np.asarray(H.coverage)
 
     theta = tight_from_table(H, table, labels)
-    theta_sorted = np.sort(theta)
-    ev = events(H, table, labels)
-    cov0 = np.asarray(H.coverage)[table.states[:, 0]]
-    cov_csum_all = np.concatenate([[0.0], np.cumsum(ev.d_coverage)])
+    sums = _CalibrationSums(events(H, table, labels), theta == 0, coverage[table.states[:, 0]])
 
-    # Per (method, α): how θ̂ is read from the sorted calibration scores.
     combos: list[tuple[str, float]] = [(meth, a) for meth in methods for a in alphas]
-    ranks = np.array([
-        conformal_rank(n, a) if meth == "conformal" else pac_rank(n, a, delta) if meth == "pac" else 0
-        for meth, a in combos
-    ])
-    is_quantile = np.array([meth == "quantile" for meth, _ in combos])
-    quantile_levels = np.array([1 - a for _, a in combos])
+    threshold_cols = np.array([c for c, (meth, _) in enumerate(combos) if meth != "darts"], dtype=np.int64)
+    darts_cols = np.array([c for c, (meth, _) in enumerate(combos) if meth == "darts"], dtype=np.int64)
+    ranks = np.array(
+        [
+            conformal_rank(n, a) if meth == "conformal" else pac_rank(n, a, delta) if meth == "pac" else 0
+            for meth, a in (combos[c] for c in threshold_cols)
+        ],
+        dtype=np.int64,
+    )
+    is_quantile = np.array([combos[c][0] == "quantile" for c in threshold_cols], dtype=bool)
+    quantile_levels = np.array([1 - combos[c][1] for c in threshold_cols])
     # acc < 1 − α ⇔ correct count < ⌈(1 − α)·m⌉ (exact rational arithmetic).
     needed = np.array([math.ceil((1 - Fraction(str(a))) * m) for _, a in combos])
+
+    if darts_cols.size:
+        dtable = darts_table(H, probs)
+        dsums = _CalibrationSums(
+            events(H, dtable, labels), H.is_correct(dtable.states[:, 0], labels), coverage[dtable.states[:, 0]]
+        )
+        eps = np.array([combos[c][1] for c in darts_cols])
+        # Bisection acceptance per calibration count c: binom.ppf(0.05, n, c/n)/n > 1 − ε (plug-in bound).
+        lower = stats.binom.ppf((1 - DARTS_CONFIDENCE) / 2, n, np.arange(n + 1) / n) / n
+        accept = lower[None, :] > (1 - eps)[:, None]
+        lam_max = np.log2(H.num_leaves) * (1 - eps) / eps
+        eps_rows = np.arange(eps.size)
 
     thetas = np.empty((repetitions, len(combos)))
     correct = np.empty((repetitions, len(combos)), dtype=np.int64)
     coverage_sum = np.empty((repetitions, len(combos)))
+    in_cal = np.zeros(N, dtype=bool)
     for r in range(repetitions):
         cal = splitter.calibration_indices(r)
-        scores = np.sort(theta[cal])
-        hat = np.where(ranks <= n, scores[np.clip(ranks - 1, 0, n - 1)], np.inf)
-        if is_quantile.any():
-            hat[is_quantile] = np.quantile(scores, quantile_levels[is_quantile])
-        thetas[r] = hat
-        correct[r] = np.searchsorted(theta_sorted, hat, side="right") - np.searchsorted(scores, hat, "right")
-        applied = np.searchsorted(ev.t, hat, side="left")
-        in_cal = np.zeros(N, dtype=bool)
         in_cal[cal] = True
-        cal_csum = np.concatenate([[0.0], np.cumsum(np.where(in_cal[ev.sample], ev.d_coverage, 0.0))])
-        all_cov = ev.base_coverage + cov_csum_all[applied]
-        cal_cov = cov0[cal].sum() + cal_csum[applied]
-        coverage_sum[r] = all_cov - cal_cov
+        if threshold_cols.size:
+            scores = np.sort(theta[cal])
+            hat = np.where(ranks <= n, scores[np.clip(ranks - 1, 0, n - 1)], np.inf)
+            if is_quantile.any():
+                hat[is_quantile] = np.quantile(scores, quantile_levels[is_quantile])
+            sums.set_calibration(cal, in_cal)
+            thetas[r, threshold_cols] = hat
+            correct[r, threshold_cols], coverage_sum[r, threshold_cols] = sums.test_sums(hat)
+        if darts_cols.size:
+            dsums.set_calibration(cal, in_cal)
+            lo, hi = np.zeros(eps.size), lam_max.copy()
+            for _ in range(DARTS_STEPS):
+                mid = (lo + hi) / 2
+                ok = accept[eps_rows, dsums.calibration_correct(mid)]
+                hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+            lam = np.where(dsums.base_correct_cal / n >= 1 - eps, 0.0, hi)
+            thetas[r, darts_cols] = lam
+            correct[r, darts_cols], coverage_sum[r, darts_cols] = dsums.test_sums(lam)
+        in_cal[cal] = False
 
     accuracy = correct / m
-    coverage = coverage_sum / m
+    mean_coverage = coverage_sum / m
     rows = []
     for c, (method, alpha) in enumerate(combos):
         acc_mean = float(accuracy[:, c].mean())
-        rows.append({
-            "method": method,
-            "rule": rule,
-            "alpha": alpha,
-            "delta": float(delta) if method == "pac" else None,
-            "n_cal": n,
-            "repetitions": int(repetitions),
-            "seed": int(seed),
-            "theta_mean": float(thetas[:, c].mean()),
-            "accuracy_mean": acc_mean,
-            "accuracy_std": float(accuracy[:, c].std()),
-            "accuracy_error": abs(100.0 * (1 - alpha) - 100.0 * acc_mean),
-            "coverage_mean": float(coverage[:, c].mean()),
-            "coverage_std": float(coverage[:, c].std()),
-            "violation_rate": float((correct[:, c] < needed[c]).mean()),
-        })
+        rows.append(
+            {
+                "method": method,
+                "rule": "darts" if method == "darts" else rule,
+                "alpha": alpha,
+                "delta": float(delta) if method == "pac" else None,
+                "n_cal": n,
+                "repetitions": int(repetitions),
+                "seed": int(seed),
+                "theta_mean": float(thetas[:, c].mean()),
+                "accuracy_mean": acc_mean,
+                "accuracy_std": float(accuracy[:, c].std()),
+                "accuracy_error": abs(100.0 * (1 - alpha) - 100.0 * acc_mean),
+                "coverage_mean": float(mean_coverage[:, c].mean()),
+                "coverage_std": float(mean_coverage[:, c].std()),
+                "violation_rate": float((correct[:, c] < needed[c]).mean()),
+            }
+        )
     return rows

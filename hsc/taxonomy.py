@@ -85,6 +85,8 @@ class Taxonomy:
         self._parent_idx = np.fromiter(
             (p for ps in parents for p in ps), dtype=np.int32, count=int(self._parent_indptr[-1])
         )
+        if self._parent_idx.size and (self._parent_idx.min() < 0 or self._parent_idx.max() >= len(self.wnids)):
+            raise ValueError(f"parents: expected row indices in [0, {len(self.wnids)}), found out-of-range ones")
         child_of_edge = np.repeat(np.arange(len(self.wnids), dtype=np.int32), counts)
         self._child_indptr, self._child_idx = _csr(self._parent_idx, child_of_edge, len(self.wnids))
         self._lemmas = [list(x) for x in lemmas]
@@ -94,9 +96,7 @@ class Taxonomy:
         for name, values in self._lists.items():
             missing = [w for w in values if w not in self._index]
             if missing:
-                raise ValueError(
-                    f"lists[{name!r}]: expected synsets of the taxonomy, found unknown {missing[:3]}"
-                )
+                raise ValueError(f"lists[{name!r}]: expected synsets of the taxonomy, found unknown {missing[:3]}")
 
     # ---- lists and membership -------------------------------------------------------------------------
     @property
@@ -110,7 +110,7 @@ class Taxonomy:
         return list(self._lists["imagenet1k"])
 
     def __contains__(self, wnid: object) -> bool:
-        return wnid in self._index
+        return isinstance(wnid, str) and wnid in self._index
 
     def __len__(self) -> int:
         return len(self.wnids)
@@ -164,9 +164,7 @@ class Taxonomy:
 
     def _closure_mask(self, start: np.ndarray, upward: bool) -> np.ndarray:
         """(S,) bool: synsets reachable from ``start`` by ≥1 parent (upward) or child steps, all paths."""
-        indptr, indices = (
-            (self._parent_indptr, self._parent_idx) if upward else (self._child_indptr, self._child_idx)
-        )
+        indptr, indices = (self._parent_indptr, self._parent_idx) if upward else (self._child_indptr, self._child_idx)
         reached = np.zeros(len(self.wnids), dtype=bool)
         frontier = np.unique(start)
         while frontier.size:
@@ -214,9 +212,7 @@ class Taxonomy:
         counts = self._parent_indptr[visited + 1] - self._parent_indptr[visited]
         parents = _csr_gather(self._parent_indptr, self._parent_idx, visited)
         children = np.repeat(visited, counts)
-        return [
-            (self.wnids[p], self.wnids[c]) for p, c in zip(parents.tolist(), children.tolist(), strict=True)
-        ]
+        return [(self.wnids[p], self.wnids[c]) for p, c in zip(parents.tolist(), children.tolist(), strict=True)]
 
 
 # ---- packaged snapshot ---------------------------------------------------------------------------------
@@ -231,9 +227,7 @@ def _load_cached(path: Path) -> Taxonomy:
     try:
         payload = json.loads(gzip.decompress(raw))
     except (OSError, EOFError, ValueError) as exc:
-        raise ValueError(
-            f"path: expected a gzip'ed JSON taxonomy snapshot, cannot read {path}: {exc}"
-        ) from None
+        raise ValueError(f"path: expected a gzip'ed JSON taxonomy snapshot, cannot read {path}: {exc}") from None
     if payload.get("format") != SNAPSHOT_FORMAT or payload.get("format_version") != SNAPSHOT_FORMAT_VERSION:
         raise ValueError(
             f"path: expected a {SNAPSHOT_FORMAT} v{SNAPSHOT_FORMAT_VERSION} snapshot, found "
@@ -292,10 +286,7 @@ def _pointer_order(data_noun: BinaryIO, offset: int) -> list[str]:
     num_pointers = int(fields[start])
     pointers = [fields[start + 1 + 4 * k : start + 5 + 4 * k] for k in range(num_pointers)]
     return [
-        f"n{int(target):08d}"
-        for symbol in (b"@", b"@i")
-        for kind, target, _pos, _source in pointers
-        if kind == symbol
+        f"n{int(target):08d}" for symbol in (b"@", b"@i") for kind, target, _pos, _source in pointers if kind == symbol
     ]
 
 
@@ -340,9 +331,7 @@ def build_snapshot(
                 try:
                     synset = wordnet.synset_from_pos_and_offset("n", int(wnid[1:]))
                 except Exception as exc:  # nltk raises WordNetError or ValueError for unknown offsets
-                    raise ValueError(
-                        f"synset_lists: {wnid} is not a WordNet 3.0 noun synset ({exc})"
-                    ) from None
+                    raise ValueError(f"synset_lists: {wnid} is not a WordNet 3.0 noun synset ({exc})") from None
                 if synset is None or synset.pos() != "n" or synset.offset() != int(wnid[1:]):
                     raise ValueError(f"synset_lists: {wnid} is not a WordNet 3.0 noun synset")
                 parents = _pointer_order(data_noun, int(wnid[1:]))

@@ -15,35 +15,49 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 T_BOUNDS = (0.05, 20.0)
-_CHUNK_ROWS = 512
+_CHUNK_ROWS = 256  # 256 x C float64 buffers stay cache-sized for C ~ 1,000
 _MAX_THREADS = 8
+_POOL: ThreadPoolExecutor | None = None
+_LOCAL = threading.local()
 
 
-def _threads() -> int:
-    return max(1, min(_MAX_THREADS, os.cpu_count() or 1))
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(_MAX_THREADS, os.cpu_count() or 1)))
+    return _POOL
+
+
+def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
+    """A reusable per-thread float64 scratch array of shape (rows, cols) (avoids page faults per chunk)."""
+    buffers = getattr(_LOCAL, "buffers", None)
+    if buffers is None:
+        buffers = _LOCAL.buffers = {}
+    buf = buffers.get(slot)
+    if buf is None or buf.size < rows * cols:
+        buf = buffers[slot] = np.empty(max(rows, _CHUNK_ROWS) * cols, dtype=np.float64)
+    return buf[: rows * cols].reshape(rows, cols)
 
 
 def _map_chunks(fn, n_rows: int) -> list:
-    """Apply ``fn(start, stop)`` to row chunks in order, on a thread pool when there are several chunks."""
+    """Apply ``fn(start, stop)`` to row chunks in order, on the shared thread pool when there are several."""
     bounds = [(a, min(a + _CHUNK_ROWS, n_rows)) for a in range(0, n_rows, _CHUNK_ROWS)]
-    workers = min(_threads(), len(bounds))
-    if workers <= 1:
+    if len(bounds) <= 1 or (os.cpu_count() or 1) == 1:
         return [fn(a, b) for a, b in bounds]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda ab: fn(*ab), bounds))
+    return list(_pool().map(lambda ab: fn(*ab), bounds))
 
 
 def check_logits(
-    logits: np.ndarray, labels: np.ndarray | None = None
+    logits: np.ndarray, labels: np.ndarray | None = None, *, finite: bool = True
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate ``logits: (N, C)`` finite floats and optional ``labels: (N,)`` ints in [0, C).
+    """Validate ``logits: (N, C)`` floats (finite unless ``finite=False``), ``labels: (N,)`` ints in [0, C).
 
     Returns the arrays unchanged (no float64 copy of the whole matrix); raises ValueError naming the argument.
     """
@@ -52,8 +66,8 @@ def check_logits(
         raise ValueError(f"logits must have shape (N, C) with N >= 1 and C >= 2, got shape {z.shape}")
     if not np.issubdtype(z.dtype, np.floating):
         raise ValueError(f"logits must be a float array, got dtype {z.dtype}")
-    if not np.isfinite(z).all():
-        raise ValueError("logits must be finite, found NaN or infinite values")
+    if finite and not np.isfinite(z).all():
+        raise ValueError(_NOT_FINITE)
     if labels is None:
         return z, None
     y = np.asarray(labels)
@@ -66,13 +80,18 @@ def check_logits(
     return z, y.astype(np.int64, copy=False)
 
 
+_NOT_FINITE = "logits must be finite, found NaN or infinite values"
+
+
 @dataclass(frozen=True)
 class SoftmaxStats:
     """Per-row summaries of p = softmax(β·z); every field is ``(N,) float64``.
 
-    ``max_scaled`` = max_j β·z_j; ``log_norm`` = log Σ_j exp(β·z_j − max) ≥ 0 (so −log MSP);
+    ``max_scaled`` = max_j β·z_j; ``log_norm`` = log Σ_j exp(β·z_j − max) ≥ 0 (= −log MSP, computed as
+    log1p of the non-top classes' mass, so it does not round to 0 for very confident rows);
     ``mean_scaled`` = Σ_j p_j·β·z_j; ``sum_sq_prob`` = Σ_j p_j²;
-    ``label_scaled`` = β·z_y (NaN without labels).
+    ``label_scaled`` = β·z_y (NaN without labels); ``top_class``: (N,) int64, the first class with the
+    largest logit (the prediction).
     """
 
     max_scaled: np.ndarray
@@ -80,6 +99,7 @@ class SoftmaxStats:
     mean_scaled: np.ndarray
     sum_sq_prob: np.ndarray
     label_scaled: np.ndarray
+    top_class: np.ndarray
 
     @property
     def logsumexp(self) -> np.ndarray:
@@ -88,8 +108,13 @@ class SoftmaxStats:
 
     @property
     def msp(self) -> np.ndarray:
-        """``(N,)`` maximum softmax probability in (0, 1]."""
+        """``(N,)`` maximum softmax probability in (0, 1] (rounds to 1.0 when −log MSP < 1.1e-16)."""
         return np.exp(-self.log_norm)
+
+    @property
+    def log_msp(self) -> np.ndarray:
+        """``(N,)`` log MSP ≤ 0: the tie-free ranking key of MSP (selective.md §1)."""
+        return -self.log_norm
 
     @property
     def neg_entropy(self) -> np.ndarray:
@@ -118,39 +143,63 @@ def softmax_stats(
     ``labels: (N,)`` int (optional) enables NLL and Brier; ``beta`` = 1/T > 0; ``rows`` (optional int index)
     restricts the pass to those rows without copying the matrix.
     """
-    z, y = check_logits(logits, labels)
+    z, y = check_logits(logits, labels, finite=False)  # non-finite logits surface as non-finite row stats
     if not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be a positive finite number, got {beta}")
-    idx = np.arange(z.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
-    n = idx.size
+    idx = None if rows is None else np.asarray(rows, dtype=np.int64)
+    n = z.shape[0] if idx is None else idx.size
     out = np.empty((5, n), dtype=np.float64)
+    top_classes = np.empty(n, dtype=np.int64)
 
     def chunk(a: int, b: int) -> None:
-        sel = idx[a:b]
-        c = (z[a:b] if rows is None else z[sel]).astype(np.float64)
-        if beta != 1.0:
-            c *= beta
-        top = c.max(axis=1)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits are reported after the pass
+            _stats_chunk(a, b)
+
+    def _stats_chunk(a: int, b: int) -> None:
+        c = _buffer(0, b - a, z.shape[1])
+        np.multiply(z[a:b] if idx is None else z[idx[a:b]], beta, out=c, dtype=np.float64)
+        rows_ = np.arange(b - a)
+        top_class = top_classes[a:b] = c.argmax(axis=1)
+        top = c[rows_, top_class]
         c -= top[:, None]
-        out[4, a:b] = c[np.arange(b - a), y[sel]] + top if y is not None else np.nan
-        e = np.exp(c)
-        s = e.sum(axis=1)
+        if y is not None:
+            out[4, a:b] = c[rows_, y[a:b] if idx is None else y[idx[a:b]]] + top
+        e = np.exp(c, out=_buffer(1, b - a, z.shape[1]))
+        weighted = np.einsum("ij,ij->i", e, c)  # a −inf logit gives 0·(−inf) = NaN here
+        # drop the top class's exp(0) = 1 so the other classes' mass keeps full precision when it is < 1e-16
+        e[rows_, top_class] = 0.0
+        others = e.sum(axis=1)
+        s = 1.0 + others
         out[0, a:b] = top
-        out[1, a:b] = np.log(s)
-        out[2, a:b] = top + np.einsum("ij,ij->i", e, c) / s
-        out[3, a:b] = np.einsum("ij,ij->i", e, e) / (s * s)
+        out[1, a:b] = np.log1p(others)
+        out[2, a:b] = top + weighted / s
+        out[3, a:b] = (1.0 + np.einsum("ij,ij->i", e, e)) / (s * s)
 
     _map_chunks(chunk, n)
-    return SoftmaxStats(*out)
+    if y is None:
+        out[4] = np.nan
+    if not np.isfinite(out[:4] if y is None else out).all():
+        raise ValueError(_NOT_FINITE)
+    return SoftmaxStats(*out, top_class=top_classes)
 
 
 class _ShiftedLogits:
     """Calibration logits shifted by their row max, d = z − max z (float64), for repeated NLL(β) calls."""
 
     def __init__(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        z, y = check_logits(logits, labels)
-        d = z.astype(np.float64)
-        d -= d.max(axis=1, keepdims=True)
+        z, y = check_logits(logits, labels, finite=False)
+        d = np.empty(z.shape, dtype=np.float64)
+
+        def chunk(a: int, b: int) -> bool:
+            block = d[a:b]
+            np.copyto(block, z[a:b])
+            finite = bool(np.isfinite(block).all())
+            if finite:
+                block -= block.max(axis=1, keepdims=True)
+            return finite
+
+        if not all(_map_chunks(chunk, z.shape[0])):
+            raise ValueError(_NOT_FINITE)
         self.d = d
         self.d_label = d[np.arange(d.shape[0]), y]
 
@@ -159,7 +208,8 @@ class _ShiftedLogits:
         d = self.d
 
         def chunk(a: int, b: int) -> float:
-            e = np.exp(d[a:b] * beta)
+            e = np.multiply(d[a:b], beta, out=_buffer(0, b - a, d.shape[1]))
+            np.exp(e, out=e)
             return float(np.log(e.sum(axis=1)).sum())
 
         total = math.fsum(_map_chunks(chunk, d.shape[0]))
@@ -171,7 +221,8 @@ class _ShiftedLogits:
         beta = 1.0 / t
 
         def chunk(a: int, b: int) -> tuple[float, float]:
-            e = np.exp(d[a:b] * beta)
+            e = np.multiply(d[a:b], beta, out=_buffer(0, b - a, d.shape[1]))
+            np.exp(e, out=e)
             s = e.sum(axis=1)
             return float(np.log(s).sum()), float((np.einsum("ij,ij->i", e, d[a:b]) / s).sum())
 
@@ -194,7 +245,10 @@ class TemperatureFit:
     evaluations: int
 
 
-def _fit_bounded(obj: _ShiftedLogits) -> tuple[float, int]:
+def _fit_bounded(obj: _ShiftedLogits) -> tuple[float, float, int]:
+    """(T, mean NLL at T, NLL evaluations) of the bounded Brent search over log T."""
+    from scipy.optimize import minimize_scalar  # imported here: ~0.25 s that metric-only callers never pay
+
     lo, hi = math.log(T_BOUNDS[0]), math.log(T_BOUNDS[1])
     res = minimize_scalar(
         lambda log_t: obj.mean_nll(math.exp(-log_t)),
@@ -202,7 +256,7 @@ def _fit_bounded(obj: _ShiftedLogits) -> tuple[float, int]:
         method="bounded",
         options={"xatol": 1e-5},
     )
-    return math.exp(float(res.x)), int(res.nfev)
+    return math.exp(float(res.x)), float(res.fun), int(res.nfev)
 
 
 def _fit_lbfgs_reference(obj: _ShiftedLogits) -> tuple[float, int]:
@@ -270,11 +324,10 @@ def fit_temperature_result(logits: np.ndarray, labels: np.ndarray, reference: bo
     if reference:
         t, evals = _fit_lbfgs_reference(obj)
         return TemperatureFit(t, nll_before, obj.mean_nll(1.0 / t), "lbfgs_reference", evals + 2)
-    t, evals = _fit_bounded(obj)
-    nll_after = obj.mean_nll(1.0 / t)
+    t, nll_after, evals = _fit_bounded(obj)
     if not nll_after <= nll_before:
-        return TemperatureFit(1.0, nll_before, nll_before, "fallback_t1", evals + 2)
-    return TemperatureFit(t, nll_before, nll_after, "bounded", evals + 2)
+        return TemperatureFit(1.0, nll_before, nll_before, "fallback_t1", evals + 1)
+    return TemperatureFit(t, nll_before, nll_after, "bounded", evals + 1)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> float:

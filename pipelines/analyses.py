@@ -26,6 +26,38 @@ def selective(ctx: RunContext) -> dict[str, pl.DataFrame]:
     return {"selective_metrics": pl.concat(frames, how="diagonal_relaxed")} if frames else {}
 
 
+def _concat(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    tables: dict[str, list[pl.DataFrame]] = {}
+    for part in parts:
+        for name, frame in part.items():
+            tables.setdefault(name, []).append(frame)
+    return {name: pl.concat(frames, how="diagonal_relaxed") for name, frames in tables.items()}
+
+
+def cood(ctx: RunContext) -> dict[str, pl.DataFrame]:
+    """Per-(model, κ) C-OOD benchmarks: severity levels from the OOD estimation split, metrics on its test split.
+
+    Options: ``cood_kappas`` (default msp, neg_entropy, max_logit), ``cood_window`` (default 1000 = |ImageNet-1k|),
+    ``cood_levels`` (default 11). Each benchmark is also exported under ``<workspace>/cood/<model>/<κ>/``.
+    """
+    from pipelines.cmd_cood import build_benchmark
+
+    id_set, ood_set = ctx.id_datasets()[0], ctx.ood_datasets()[0]
+    parts = []
+    for ms in ctx.models:
+        for kappa in ctx.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):
+            tables, _ = build_benchmark(
+                ms.model_id, kappa, workspace=ctx.workspace, id_dataset=id_set.name, ood_dataset=ood_set.name,
+                window=ctx.options.get("cood_window", 1000), num_levels=ctx.options.get("cood_levels", 11),
+            )
+            parts.append(tables)
+    return _concat(parts)
+
+
 REGISTRY: dict[str, Analysis] = {
     "selective": selective,
+    "cood": cood,
 }
+
+# Dataset kinds an analysis needs (default: an ID dataset).
+REQUIRES: dict[str, set[str]] = {"cood": {"id", "ood"}}

@@ -25,7 +25,7 @@ def _estimation_mask(ood_role: np.ndarray, size: int) -> np.ndarray:
         return role
     if role.dtype.kind in "US":
         role = role.astype(str)
-        unknown = set(np.unique(role)) - {"estimation", "test"}
+        unknown = set(np.unique(role).tolist()) - {"estimation", "test"}
         if unknown:
             raise ValueError(f"ood_role strings must be 'estimation' or 'test', found {sorted(unknown)}")
         return role == "estimation"

@@ -18,8 +18,12 @@ from results.store import StoreError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.cmd_demo",
+    "pipelines.cmd_run",
     "pipelines.cmd_cood",
     "pipelines.cmd_taxonomy",
+    "pipelines.cmd_models",
+    "pipelines.cmd_hsc",
+    "pipelines.cmd_results",
 )
 
 app = typer.Typer(

@@ -12,7 +12,8 @@ Inputs, all under the workspace:
 κ is read from its output column, or computed from stored logits with ``cood.confidence`` when the column is
 absent. Writes the export of :func:`cood.export.export_benchmark` plus the three result tables as Parquet
 (``cood_levels.parquet``, ``cood_level_classes.parquet``, ``cood_class_severity.parquet``) into
-``<workspace>/cood/<M>/<κ>/`` (or ``--output``) and prints the levels.
+``<workspace>/cood/<M>/<κ>/`` (or ``--output``), ingests the three tables into ``<workspace>/uebench.duckdb``
+(unless ``--no-ingest``; keys are replaced, so a rebuild never duplicates rows) and prints the levels.
 """
 
 from __future__ import annotations
@@ -98,8 +99,17 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
 def levels_table(levels: pl.DataFrame, title: str) -> Table:
     """A rich table of the per-level metrics."""
     table = Table(title=title)
-    columns = ("level", "percentile", "severity", "n_ood", "ood_auroc", "fpr95", "aupr_in", "aupr_out",
-               "ood_avg_conf")
+    columns = (
+        "level",
+        "percentile",
+        "severity",
+        "n_ood",
+        "ood_auroc",
+        "fpr95",
+        "aupr_in",
+        "aupr_out",
+        "ood_avg_conf",
+    )
     for name in columns:
         table.add_column(name, justify="right")
     for row in levels.sort("level").iter_rows(named=True):
@@ -118,7 +128,10 @@ def build_benchmark(
     num_levels: int = 11,
     output: Path | None = None,
 ) -> tuple[dict[str, pl.DataFrame], Path]:
-    """Run the C-OOD analysis of one (model, κ) over stored outputs and export it; returns (tables, folder)."""
+    """Run the C-OOD analysis of one (model, κ) over stored outputs and export it.
+
+    Returns (the three result tables, the export folder).
+    """
     id_out = read_outputs(workspace, model_id, id_dataset)
     ood_out = read_outputs(workspace, model_id, ood_dataset)
     path = manifest_path(workspace, ood_dataset)
@@ -155,37 +168,66 @@ def build_benchmark(
     return tables, folder
 
 
+def ingest_tables(workspace: Path, tables: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """Ingest the C-OOD tables into the workspace's results database (one transaction); table -> rows."""
+    from results.store import Store, database_path
+
+    with Store.open(database_path(Path(workspace))) as store:
+        return store.ingest_frames(tables)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``cood`` command group (``cood build``) to the ``uebench`` app."""
-    group = typer.Typer(help="Class-out-of-distribution benchmarks (severity levels per model and κ).",
-                        no_args_is_help=True)
+    group = typer.Typer(
+        help="Class-out-of-distribution benchmarks (severity levels per model and κ).", no_args_is_help=True
+    )
 
     @group.command("build")
     def build(
         model: str = typer.Option(..., "--model", "-m", help="Model id as stored under outputs/model=<id>."),
-        kappa: str = typer.Option(..., "--kappa", "-k", help="Confidence function (output column or "
-                                  "a cood.confidence name computed from logits)."),
+        kappa: str = typer.Option(
+            ...,
+            "--kappa",
+            "-k",
+            help="Confidence function (output column or a cood.confidence name computed from logits).",
+        ),
         workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help="Workspace folder."),
         id_dataset: str = typer.Option("imagenet-val", "--id-dataset", help="ID dataset name of the outputs."),
-        ood_dataset: str = typer.Option("imagenet21k", "--ood-dataset", help="OOD dataset name of the outputs "
-                                        "and of datasets/<name>/manifest.csv."),
+        ood_dataset: str = typer.Option(
+            "imagenet21k",
+            "--ood-dataset",
+            help="OOD dataset name of the outputs and of datasets/<name>/manifest.csv.",
+        ),
         window: int = typer.Option(1000, "--window", help="Classes per level (= number of ID classes)."),
         levels: int = typer.Option(11, "--levels", help="Number of severity levels."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Export folder "
-                                           "(default <workspace>/cood/<model>/<kappa>)."),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="Export folder (default <workspace>/cood/<model>/<kappa>)."
+        ),
+        ingest: bool = typer.Option(
+            True, "--ingest/--no-ingest", help="Also write the tables into <workspace>/uebench.duckdb."
+        ),
     ) -> None:
         """Build the per-model C-OOD benchmark: severity levels, class lists, per-level metrics."""
         if window < 1 or levels < 2:
             raise UserError(f"--window must be >= 1 and --levels >= 2, got {window} and {levels}")
         tables, folder = build_benchmark(
-            model, kappa, workspace=workspace, id_dataset=id_dataset, ood_dataset=ood_dataset,
-            window=window, num_levels=levels, output=output,
+            model,
+            kappa,
+            workspace=workspace,
+            id_dataset=id_dataset,
+            ood_dataset=ood_dataset,
+            window=window,
+            num_levels=levels,
+            output=output,
         )
+        if ingest:
+            ingest_tables(workspace, tables)
         first = tables["cood_levels"].row(0, named=True)
         console = Console()
         console.print(levels_table(tables["cood_levels"], f"C-OOD levels: {model} / {kappa}"))
         console.print(
-            f"ID accuracy {first['id_accuracy']:.4f}, ID AUROC {first['id_auroc']:.4f}, K = {first['K']} classes, "
+            f"ID accuracy {first['id_accuracy']:.4f}, ID AUROC {first['id_auroc']:.4f}, "
+            f"K = {first['K']} classes, "
             f"mean OOD AUROC {tables['cood_levels']['ood_auroc'].mean():.4f}; written to {folder}"
         )
 

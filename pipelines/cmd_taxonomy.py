@@ -21,9 +21,7 @@ def timm_info_dir() -> Path:
     """timm's ``data/_info`` folder, located without importing timm (or torch)."""
     spec = importlib.util.find_spec("timm")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "timm is not installed: it ships the ImageNet synset lists the snapshot is built from"
-        )
+        raise UserError("timm is not installed: it ships the ImageNet synset lists the snapshot is built from")
     for location in spec.submodule_search_locations:
         folder = Path(location) / "data" / "_info"
         if folder.is_dir():
@@ -43,6 +41,16 @@ def timm_synset_lists() -> dict[str, list[str]]:
     return lists
 
 
+def use_repo_nltk_data() -> None:
+    """Let nltk also search ``<repo>/.nltk_data`` (where scripts/install_wordnet.sh puts WordNet)."""
+    folder = Path(__file__).resolve().parents[1] / ".nltk_data"
+    if folder.is_dir():
+        import nltk
+
+        if str(folder) not in nltk.data.path:
+            nltk.data.path.append(str(folder))
+
+
 def build(
     output: Path = typer.Option(
         None,
@@ -59,6 +67,7 @@ def build(
 
     console = Console(stderr=True)
     lists = timm_synset_lists()
+    use_repo_nltk_data()
     target = Path(output) if output is not None else taxonomy.SNAPSHOT_PATH
     with Progress(
         TextColumn("{task.description}"),
@@ -77,8 +86,8 @@ def build(
             path = taxonomy.build_snapshot(lists, target, progress=report)
         except LookupError:
             raise UserError(
-                "WordNet 3.0 not found by nltk: run scripts/install_wordnet.sh (Debian, offline) and set "
-                "NLTK_DATA=<repo>/.nltk_data, or run nltk.download('wordnet')"
+                "WordNet 3.0 not found by nltk: run scripts/install_wordnet.sh (Debian, offline; fills "
+                "<repo>/.nltk_data), set NLTK_DATA, or run nltk.download('wordnet')"
             ) from None
     tax = taxonomy.load_taxonomy(path)
     counts = ", ".join(f"{name} {len(values)}" for name, values in tax.lists.items())

@@ -60,6 +60,59 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _read_ground_truth(path: Path) -> dict[str, str]:
+    """``file -> wnid`` from a flat-layout ground-truth file.
+
+    Accepted formats: Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString`` whose first token is the
+    wnid), or whitespace/comma separated ``<file> <wnid>`` or ``<file> <class index>`` lines (timm order).
+    """
+    if not path.is_file():
+        raise UserError(f"ground-truth file {path} does not exist")
+    mapping: dict[str, str] = {}
+    wnids = imagenet1k_wnids()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.replace(",", " ").split()
+        if not fields or fields[0].lower() in {"imageid", "file", "filename"}:
+            continue
+        if len(fields) < 2:
+            raise UserError(f"{path}:{number}: expected '<file> <wnid or class index>', got {line!r}")
+        stem, value = Path(fields[0]).stem, fields[1]
+        if value.isdigit():
+            index = int(value)
+            if not 0 <= index < len(wnids):
+                raise UserError(f"{path}:{number}: class index {index} outside 0..{len(wnids) - 1}")
+            value = wnids[index]
+        mapping[stem] = value
+    if not mapping:
+        raise UserError(f"ground-truth file {path} has no entries")
+    return mapping
+
+
+def load_flat(name: str, root: Path, ground_truth: Path) -> ImageDataset:
+    """ImageNet-1k val in the flat layout (all images in ``root``) with a ground-truth file.
+
+    Every image must have a label and every label an ImageNet-1k wnid; UserError otherwise.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise UserError(f"dataset folder {root} does not exist")
+    truth = _read_ground_truth(Path(ground_truth))
+    index = {w: i for i, w in enumerate(imagenet1k_wnids())}
+    images = _images(root)
+    if not images:
+        raise UserError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    missing = [p.name for p in images if p.stem not in truth]
+    if missing:
+        raise UserError(f"{len(missing)} images of {root} have no label in {ground_truth} (e.g. {missing[0]})")
+    unknown = sorted({truth[p.stem] for p in images} - set(index))
+    if unknown:
+        raise UserError(f"{ground_truth} names {len(unknown)} wnids that are not ImageNet-1k (e.g. {unknown[0]})")
+    return ImageDataset(
+        name, root, "id", tuple(p.name for p in images), tuple(index[truth[p.stem]] for p in images),
+        imagenet1k_wnids(),
+    )
+
+
 def load_folder(name: str, root: Path, kind: str) -> ImageDataset:
     """Scan ``root/<wnid>/<image>``; ``kind`` "id" maps wnids to ImageNet-1k indices, "ood" to sorted positions.
 
@@ -91,3 +144,47 @@ def load_folder(name: str, root: Path, kind: str) -> ImageDataset:
     if not sample_ids:
         raise UserError(f"dataset folder {root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return ImageDataset(name, root, kind, tuple(sample_ids), tuple(labels), class_wnids)
+
+
+def ood_manifest_path(workspace: Path, name: str) -> Path:
+    """Where an OOD dataset's estimation/test split manifest lives: ``<workspace>/datasets/<name>/manifest.csv``."""
+    return Path(workspace) / "datasets" / name / "manifest.csv"
+
+
+def load_ood_split(
+    name: str,
+    root: Path,
+    workspace: Path,
+    *,
+    seed: int = 0,
+    per_class: int = 200,
+    n_estimation: int = 150,
+    min_images: int = 200,
+    min_classes: int = 1,
+    use_pool: bool = True,
+) -> ImageDataset:
+    """An ImageNet-21k-style OOD folder restricted to the C-OOD class pool and sampled/split per class.
+
+    The split (cood.imagenet21k: sorted file names + per-class seeded RNG) is written as a manifest to
+    :func:`ood_manifest_path`, so later analyses (``uebench cood build``) and other users can reuse it; the
+    dataset's samples are exactly the manifest's images, labelled with their class index.
+    """
+    from cood.imagenet21k import build_split, write_manifest
+    from cood.pool import ood_class_pool
+
+    root = Path(root).resolve()
+    _class_folders(root)
+    pool = ood_class_pool() if use_pool else None
+    try:
+        manifest = build_split(
+            root, seed, pool_wnids=pool.wnids if pool else None, pool_version=pool.version if pool else None,
+            per_class=per_class, n_estimation=n_estimation, min_images=min_images, min_classes=min_classes,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    write_manifest(manifest, ood_manifest_path(workspace, name))
+    order = sorted(range(len(manifest.paths)), key=manifest.paths.__getitem__)
+    return ImageDataset(
+        name, root, "ood", tuple(manifest.paths[i] for i in order),
+        tuple(int(manifest.class_index[i]) for i in order), tuple(manifest.wnids),
+    )

@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines import analyses
-from pipelines.datasets import load_folder
+from pipelines.datasets import load_folder, load_ood_split
 from pipelines.demo_data import ID_DATASET, OOD_DATASET, build_demo_data
 from pipelines.driver import DB_NAME, RunContext, ensure_workspace, execute
 from pipelines.zoo import resolve_all
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
-DEMO_ANALYSES = ("selective",)
+DEMO_ANALYSES = ("selective", "cood")
 
 
 def _results_table(db_path: Path) -> Table:
@@ -33,8 +33,7 @@ def _results_table(db_path: Path) -> Table:
     with Store.open(db_path, read_only=True) as store:
         rows = store.query(
             "SELECT model_id, n, accuracy, auroc, aurc, augrc, ece15 FROM selective_metrics "
-            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = ("
-            "  SELECT min(subset) FROM selective_metrics) ORDER BY model_id"
+            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = 'all' ORDER BY model_id"
         )
     table = Table(title="selective prediction on the demo ImageNet val (κ = MSP, no temperature scaling)")
     for column in ("model", "images", "top-1 %", "AUROC", "AURC", "AUGRC", "ECE15"):
@@ -61,7 +60,13 @@ def run_demo(
     workspace = ensure_workspace(workspace)
     with console.status("building the demo images from scikit-image photographs"):
         roots = build_demo_data(workspace / "data", images_per_class=images_per_class, seed=seed)
-    datasets = [load_folder(ID_DATASET, roots[ID_DATASET], "id"), load_folder(OOD_DATASET, roots[OOD_DATASET], "ood")]
+    id_set = load_folder(ID_DATASET, roots[ID_DATASET], "id")
+    window = len(set(id_set.labels))  # the C-OOD window is |Y_ID|: here the demo's few ImageNet classes
+    ood_set = load_ood_split(
+        OOD_DATASET, roots[OOD_DATASET], workspace, seed=seed, per_class=images_per_class,
+        n_estimation=max(1, images_per_class * 3 // 4), min_images=images_per_class, min_classes=window,
+    )
+    datasets = [id_set, ood_set]
     console.print(
         f"data: {len(datasets[0])} ID images in {len(set(datasets[0].labels))} ImageNet-1k classes, "
         f"{len(datasets[1])} OOD images in {len(datasets[1].class_wnids)} ImageNet-21k classes"
@@ -73,7 +78,7 @@ def run_demo(
         datasets,
         workspace,
         [(name, analyses.REGISTRY[name]) for name in DEMO_ANALYSES],
-        options={"split_seed": seed, "demo": True},
+        options={"split_seed": seed, "cood_window": window, "demo": True},
         config={"command": "demo", "models": list(models), "images_per_class": images_per_class, "seed": seed},
         console=console,
     )

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.datasets import ImageDataset
 from pipelines.errors import UserError
-from pipelines.inference import TaskResult, init_ray, run_inference
+from pipelines.inference import InferenceOptions, TaskResult, init_ray, run_inference
 from pipelines.provenance import code_version, device_description, library_versions
 from pipelines.zoo import ModelSpec
 
@@ -91,7 +92,7 @@ def _frames_from_inference(
         {
             "run_id": run_id, "model_id": r.model_id, "dataset": r.dataset, "shard": r.shard, "status": r.status,
             "error": r.error, "n_samples": r.n_samples, "n_bad_files": len(r.bad_files), "seconds": r.seconds,
-            "attempts": 1, "output_path": r.output_path,
+            "attempts": None, "output_path": r.output_path,
         }
         for r in results
     ]
@@ -130,7 +131,10 @@ def execute(
     *,
     options: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
-    batch_size: int = 32,
+    inference: InferenceOptions | None = None,
+    shard_size: int = 10_000,
+    gpus_per_task: float = 0.0,
+    cpus_per_task: int = 1,
     ray_address: str | None = None,
     num_cpus: int | None = None,
     console: Console | None = None,
@@ -149,28 +153,43 @@ def execute(
     run_row = {
         "run_id": run_id, "started_at": started, "finished_at": None, "status": "running", "error": None,
         "code_version": code_version(), "torch_version": library_versions()["torch"],
-        "timm_version": library_versions()["timm"], "device": device_description("cpu"), "precision": "fp32",
+        "timm_version": library_versions()["timm"],
+        "device": device_description("cuda" if gpus_per_task > 0 else "cpu"),
+        "precision": (inference or InferenceOptions()).precision(),
         "config": json.dumps({**(config or {}), "libraries": library_versions()}, default=str, sort_keys=True),
     }
-    db_path = workspace / DB_NAME
-    with Store.open(db_path) as store:
-        store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
-
     t0 = time.perf_counter()
     with console.status("starting Ray"):
         init_ray(ray_address, num_cpus)
+    db_path = workspace / DB_NAME
+    with Store.open(db_path) as store:
+        store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
     with _progress(console) as progress:
-        bar = progress.add_task("inference", total=len(models) * len(datasets), note="")
+        bar = progress.add_task("inference", total=None, note="")
+        tasks_done: dict[str, int] = dict.fromkeys((m.model_id for m in models), 0)
+        t_inf = time.perf_counter()
 
-        def on_result(result: TaskResult, done: int, total: int) -> None:
-            note = f"{result.model_id} × {result.dataset}: {result.status}"
+        def on_result(result: TaskResult, done: int, total: int, images: int) -> None:
             if result.status == "failed":
                 console.print(f"[red]failed[/red] {result.model_id} on {result.dataset}: {result.error}")
-            progress.update(bar, completed=done, note=note)
+            tasks_done[result.model_id] += 1
+            elapsed = time.perf_counter() - t_inf
+            rate = images / elapsed if elapsed > 0 else 0.0
+            eta = elapsed / done * (total - done) if done else 0.0
+            finished = sum(count == total // len(models) for count in tasks_done.values())
+            note = f"models {finished}/{len(models)} · {rate:.1f} img/s · ETA {eta:.0f} s"
+            progress.update(bar, total=total, completed=done, note=note)
 
-        results = run_inference(models, datasets, workspace, batch_size=batch_size, on_result=on_result)
+        report = run_inference(
+            models, datasets, workspace, options=inference, shard_size=shard_size, cpus_per_task=cpus_per_task,
+            gpus_per_task=gpus_per_task, on_result=on_result,
+        )
+    results = report.results
     images = sum(r.n_samples for r in results)
-    console.print(f"inference: {len(results)} tasks, {images} images in {time.perf_counter() - t0:.1f} s")
+    console.print(
+        f"inference: {len(results)} tasks, {images} images through models, {report.decoded} images decoded, "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
 
     failed_models = {r.model_id for r in results if r.status == "failed"}
     context = RunContext(
@@ -184,13 +203,16 @@ def execute(
     errors = []
     for name, analysis in analyses:
         t1 = time.perf_counter()
-        with console.status(f"analysis: {name}"):
+        with console.status(f"analysis: {name}"), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 produced = analysis(context)
             except UserError as exc:
                 errors.append(f"{name}: {exc}")
                 console.print(f"[red]analysis {name} failed:[/red] {exc}")
                 continue
+        for message in sorted({str(w.message) for w in caught}):
+            console.print(f"[yellow]note[/yellow] ({name}): {message}")
         with Store.open(db_path) as store:
             for table, frame in produced.items():
                 store.ingest(table, frame)

@@ -1,9 +1,15 @@
-"""Inference: one idempotent Ray task per (model, dataset, shard) writing per-sample Parquet outputs.
+"""Inference: idempotent Ray tasks per (model, dataset, shard) over a decode-once crop cache.
 
-Workers never open the results database: they write Parquet atomically (pipelines.outputs) and return a
-:class:`TaskResult`; the driver ingests. A task whose output already exists and validates is skipped, so a
-rerun after a crash only redoes what is missing. A failing model is reported as ``status="failed"`` with its
-error and never stops the other tasks. Unreadable images are skipped and reported, never silently.
+Scheduling (architecture.md §6): for every (dataset, shard) and every preprocessing signature, one *decode*
+task fills the uint8 crop cache (pipelines.decode_cache) and one *model* task per model of that signature
+reads it, normalises on its device, runs the forward pass and writes the shard's Parquet output atomically.
+Only what is missing is scheduled: a shard whose output exists and validates is reported as
+``skipped_existing``; a signature whose models are all done decodes nothing.
+
+Reliability: a model that raises is reported as ``failed`` with its error and the run goes on; worker deaths
+(system failures) are retried by Ray (``max_retries``); errors classified as transient (:class:`TransientError`:
+CUDA launch/ECC/NCCL errors, lost connections) are retried too; an out-of-memory batch is halved and retried
+down to batch size 1. Workers never open the results database.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +26,38 @@ from typing import Any
 import numpy as np
 
 from pipelines.datasets import ImageDataset
+from pipelines.decode_cache import CacheEntry, build_entry
 from pipelines.outputs import shard_is_complete, shard_path, write_shard
 from pipelines.zoo import ModelSpec
 
 DEFAULT_CONFIDENCES = ("msp", "neg_entropy", "max_logit", "energy")
+FAULT_ENV = "UEBENCH_FAULT_ONCE"  # testing only: path of a marker; a model task exits hard once (see _inject_fault)
+TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCCL", "Connection reset", "timed out")
+
+
+# The model most recently used by this worker process, reused by later shards of the same model.
+_LOADED: dict[tuple[str, str, bool], tuple[Any, dict[str, Any]]] = {}
+
+
+class TransientError(RuntimeError):
+    """An error worth retrying (device hiccup, lost connection): Ray retries the task."""
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How model tasks run. device: "auto" (CUDA when the task has a GPU, else CPU) | "cpu" | "cuda";
+    amp: bf16 autocast on CUDA (logits stored in fp32); channels_last: NHWC memory format on CUDA;
+    confidences: logit-based κ columns written by workers (cood.confidence names)."""
+
+    batch_size: int = 32
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    threads: int = 1
+    confidences: tuple[str, ...] = DEFAULT_CONFIDENCES
+
+    def precision(self) -> str:
+        return "bf16-autocast" if self.amp else "fp32"
 
 
 @dataclass
@@ -38,6 +74,17 @@ class TaskResult:
     output_path: str | None = None
     bad_files: list[tuple[str, str]] = field(default_factory=list)
     model_info: dict[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    device: str | None = None
+
+
+@dataclass
+class InferenceReport:
+    """All task results plus the decode work done (images decoded, seconds)."""
+
+    results: list[TaskResult]
+    decoded: int = 0
+    decode_seconds: float = 0.0
 
 
 def shard_indices(n: int, shard: int, num_shards: int) -> np.ndarray:
@@ -46,94 +93,148 @@ def shard_indices(n: int, shard: int, num_shards: int) -> np.ndarray:
     return np.arange(bounds[shard], bounds[shard + 1])
 
 
-def _forward_batches(model, crops: list[np.ndarray], ms: ModelSpec, batch_size: int, device: str) -> np.ndarray:
+def num_shards_for(n: int, shard_size: int) -> int:
+    """Number of shards so that none holds more than ``shard_size`` samples (at least one)."""
+    return max(1, -(-n // max(1, shard_size)))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _forward_all(
+    model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, device: str
+) -> tuple[np.ndarray, int]:
+    """Logits ``(N, 1000) float32`` of all crops; halves the batch on out-of-memory. Returns (logits, batch)."""
     import torch
 
     from pipelines.preprocess import normalise
 
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(crops), batch_size):
-            batch = torch.from_numpy(np.stack(crops[start : start + batch_size]))
-            logits = model(normalise(batch, ms.preprocess, device))
-            outputs.append(logits.float().cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
+    batch_size = opts.batch_size
+    outputs: list[np.ndarray] = []
+    start = 0
+    use_cuda = device.startswith("cuda")
+    while start < len(crops):
+        chunk = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size]))
+        if use_cuda:
+            chunk = chunk.pin_memory()
+        try:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and opts.amp):
+                x = normalise(chunk, ms.preprocess, device)
+                if use_cuda and opts.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = model(x).float()
+        except RuntimeError as exc:
+            if not _is_oom(exc) or batch_size == 1:
+                raise
+            batch_size //= 2
+            if use_cuda:
+                torch.cuda.empty_cache()
+            continue
+        outputs.append(logits.cpu().numpy())
+        start += len(chunk)
+    return (np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)), batch_size
 
 
-def run_task(
-    ms: ModelSpec,
-    dataset: ImageDataset,
-    workspace: Path,
-    shard: int = 0,
-    num_shards: int = 1,
-    batch_size: int = 32,
-    device: str = "cpu",
-    confidences: tuple[str, ...] = DEFAULT_CONFIDENCES,
-    threads: int = 1,
+def _inject_fault(out: Path) -> None:
+    """Testing hook: when $UEBENCH_FAULT_ONCE names a marker that does not exist yet, create it and kill this
+    worker process mid-task (after the forward pass, before the output exists) to exercise Ray's retries."""
+    marker = os.environ.get(FAULT_ENV)
+    if marker and not Path(marker).exists():
+        Path(marker).write_text(str(out))
+        os._exit(1)
+
+
+def decode_task(workspace: Path, dataset: ImageDataset, ms: ModelSpec, shard: int, num_shards: int) -> CacheEntry:
+    """Fill (or reuse) the crop cache of one (dataset, signature, shard)."""
+    return build_entry(workspace, dataset, ms.preprocess, shard, shard_indices(len(dataset), shard, num_shards))
+
+
+def model_task(
+    ms: ModelSpec, dataset: ImageDataset, entry: CacheEntry, workspace: Path, shard: int, opts: InferenceOptions
 ) -> TaskResult:
-    """Run one model over one shard of one dataset and write its Parquet output (skip if already complete)."""
+    """Run one model over one cached shard and write its Parquet output (skip if already complete)."""
     started = time.perf_counter()
-    indices = shard_indices(len(dataset), shard, num_shards)
     out = shard_path(workspace, ms.model_id, dataset.name, shard)
-    result = TaskResult(ms.model_id, dataset.name, shard, "ok", output_path=str(out))
-    if shard_is_complete(out):
+    result = TaskResult(ms.model_id, dataset.name, shard, "ok", output_path=str(out), bad_files=entry.bad_files)
+    if shard_is_complete(out, len(entry.indices)):
         result.status = "skipped_existing"
         return result
     try:
         import torch
 
         from cood.confidence import compute
-        from pipelines.preprocess import decode
         from pipelines.zoo import build_model, weights_fingerprint
 
-        torch.set_num_threads(max(1, threads))
-        model = build_model(ms).to(device)
-        result.model_info = {
-            "params": int(sum(p.numel() for p in model.parameters())),
-            "weights_sha256": weights_fingerprint(model),
-        }
-        crops, kept = [], []
-        for i in indices:
-            try:
-                crops.append(decode(dataset.path(int(i)), ms.preprocess))
-                kept.append(int(i))
-            except (OSError, ValueError) as exc:
-                result.bad_files.append((dataset.sample_ids[i], f"{type(exc).__name__}: {exc}"))
-        logits = _forward_batches(model, crops, ms, batch_size, device)
+        torch.set_num_threads(max(1, opts.threads))
+        device = opts.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        key = (ms.model_id, device, opts.channels_last)
+        if key not in _LOADED:
+            _LOADED.clear()  # keep one model per worker process: the next shard of the same model reuses it
+            model = build_model(ms).to(device)
+            if device.startswith("cuda") and opts.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            info = {
+                "params": int(sum(p.numel() for p in model.parameters())),
+                "weights_sha256": weights_fingerprint(model),
+            }
+            _LOADED[key] = (model, info)
+        model, result.model_info = _LOADED[key]
+        logits, result.batch_size = _forward_all(model, entry.crops(), ms, opts, device)
         if logits.shape[1] != 1000:
-            raise RuntimeError(f"model emitted {logits.shape[1]} logits, expected 1000 ImageNet-1k classes")
+            raise ValueError(f"model emitted {logits.shape[1]} logits, expected the 1000 ImageNet-1k classes")
+        _inject_fault(out)
         write_shard(
             out,
-            sample_ids=[dataset.sample_ids[i] for i in kept],
-            labels=np.asarray([dataset.labels[i] for i in kept], dtype=np.int64),
+            sample_ids=[dataset.sample_ids[i] for i in entry.indices],
+            labels=np.asarray([dataset.labels[i] for i in entry.indices], dtype=np.int64),
             logits=logits,
-            confidences=compute(logits, confidences),
-            metadata={"model_spec": ms.spec, "preprocess": ms.preprocess.signature, "device": device},
+            confidences=compute(logits, opts.confidences),
+            metadata={"model_spec": ms.spec, "preprocess": ms.preprocess.signature, "device": device,
+                      "precision": opts.precision()},
         )
-        result.n_samples = len(kept)
-    except Exception as exc:  # a failing model is recorded, never fatal to the run
+        result.n_samples, result.device = len(entry.indices), device
+    except Exception as exc:
+        message = " ".join(str(exc).split())
+        if any(marker in message for marker in TRANSIENT_MARKERS):
+            raise TransientError(message) from exc
         result.status = "failed"
         last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
-        result.error = f"{type(exc).__name__}: {exc}{where}"
+        where = f" ({Path(last.filename).name}:{last.lineno})" if last else ""
+        result.error = f"{type(exc).__name__}: {message}{where}"
     result.seconds = time.perf_counter() - started
     return result
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start (or connect to) Ray quietly; ``address`` None = a local instance with ``num_cpus`` (all cores)."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Start (or connect to) Ray quietly; ``address`` None = a local instance with ``num_cpus`` (all cores).
+
+    Raises UserError with the fix when a cluster address cannot be reached.
+    """
     import logging
 
     import ray
 
+    from pipelines.errors import UserError
+
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_ACCEPT_LOCAL_STORAGE_LIMIT", "1")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(
+                f"cannot reach the Ray cluster at {address!r} ({' '.join(str(exc).split())[:160]}); start it with "
+                "`ray start --head` or drop [ray] address to run locally"
+            ) from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
+
+
+ResultCallback = Callable[[TaskResult, int, int, int], None]
 
 
 def run_inference(
@@ -141,33 +242,78 @@ def run_inference(
     datasets: list[ImageDataset],
     workspace: Path,
     *,
-    batch_size: int = 32,
+    options: InferenceOptions | None = None,
+    shard_size: int = 10_000,
     cpus_per_task: int = 1,
-    on_result=None,
-) -> list[TaskResult]:
-    """Submit one Ray task per (model, dataset) and gather the results as they finish.
+    gpus_per_task: float = 0.0,
+    max_retries: int = 3,
+    on_result: ResultCallback | None = None,
+) -> InferenceReport:
+    """Schedule decode + model tasks for every (model, dataset, shard) that lacks a complete output.
 
-    ``on_result(result, done, total)`` is called on the driver after each task (progress reporting).
+    ``on_result(result, done, total, images_done)`` is called on the driver after each model task.
     """
     import ray
 
-    remote = ray.remote(num_cpus=cpus_per_task, max_retries=2)(run_task)
-    pending = {
-        remote.remote(ms, ds, Path(workspace), 0, 1, batch_size, "cpu", DEFAULT_CONFIDENCES, cpus_per_task): (ms, ds)
-        for ms in models
-        for ds in datasets
-    }
+    opts = options or InferenceOptions(threads=cpus_per_task)
+    workspace = Path(workspace)
+    decode_remote = ray.remote(num_cpus=1, max_retries=max_retries)(decode_task)
+    model_remote = ray.remote(
+        num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=[TransientError]
+    )(model_task)
+
+    groups: dict[str, list[ModelSpec]] = defaultdict(list)
+    for ms in models:
+        groups[ms.preprocess.signature].append(ms)
     results: list[TaskResult] = []
-    total = len(pending)
+    pending: dict[Any, tuple[ModelSpec, str, int]] = {}
+    decode_refs = []
+    total = 0
+    for dataset in datasets:
+        dataset_ref = ray.put(dataset)
+        n_shards = num_shards_for(len(dataset), shard_size)
+        for shard in range(n_shards):
+            for group in groups.values():
+                total += len(group)
+                todo = []
+                for ms in group:
+                    path = shard_path(workspace, ms.model_id, dataset.name, shard)
+                    if shard_is_complete(path):
+                        results.append(TaskResult(ms.model_id, dataset.name, shard, "skipped_existing",
+                                                  output_path=str(path)))
+                    else:
+                        todo.append(ms)
+                if not todo:
+                    continue
+                entry_ref = decode_remote.remote(workspace, dataset_ref, todo[0], shard, n_shards)
+                decode_refs.append(entry_ref)
+                for ms in todo:
+                    ref = model_remote.remote(ms, dataset_ref, entry_ref, workspace, shard, opts)
+                    pending[ref] = (ms, dataset.name, shard)
+    images = 0
+    if on_result is not None:
+        for done, result in enumerate(results, start=1):
+            on_result(result, done, total, images)
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         ref = ready[0]
-        ms, ds = pending.pop(ref)
+        ms, dataset_name, shard = pending.pop(ref)
         try:
             result = ray.get(ref)
-        except Exception as exc:  # the worker process died (OOM kill, crash) after its retries
-            result = TaskResult(ms.model_id, ds.name, 0, "failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # worker died after its retries, decode failed, or a transient error persisted
+            message = " ".join(str(exc).split())
+            error = f"{type(exc).__name__}: {message[:500]}"
+            result = TaskResult(ms.model_id, dataset_name, shard, "failed", error=error)
         results.append(result)
+        images += result.n_samples
         if on_result is not None:
-            on_result(result, len(results), total)
-    return results
+            on_result(result, len(results), total, images)
+    decoded, decode_seconds = 0, 0.0
+    for ref in decode_refs:
+        try:
+            entry = ray.get(ref)
+        except Exception:  # already reported through the model tasks that depended on it
+            continue
+        decoded += entry.decoded
+        decode_seconds += entry.seconds
+    return InferenceReport(results, decoded, decode_seconds)

@@ -105,8 +105,7 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
     """Version 0 -> 1: start versioning. Databases written before versioning have no version table; their
     tables are brought to the contract by :func:`reconcile`, which runs after the numbered migrations."""
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
-        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
 
 

@@ -81,19 +81,46 @@ TABLES: dict[str, str] = {
             model_id VARCHAR NOT NULL,
             kappa VARCHAR NOT NULL,
             temperature_scaled BOOLEAN NOT NULL,
-            subset VARCHAR NOT NULL,            -- val50k (all samples) | ts_test45k (TS evaluation split)
+            subset VARCHAR NOT NULL,            -- all (every sample) | ts_eval (the TS evaluation split)
             n BIGINT NOT NULL,
-            accuracy DOUBLE,                    -- fraction in [0, 1]
-            auroc DOUBLE,
-            aurc DOUBLE,
-            eaurc DOUBLE,
-            augrc DOUBLE,
-            ece15 DOUBLE,
+            accuracy DOUBLE,                    -- fraction in [0, 1]; so is every metric (docs/metrics.md)
+            auroc DOUBLE,                       -- mid-rank (ties ½, = scikit-learn)
+            aurc DOUBLE,                        -- tie-aware mean selective risk
+            eaurc DOUBLE,                       -- aurc − continuous optimum
+            augrc DOUBLE,                       -- fd-shifts convention, as a fraction
+            ece15 DOUBLE,                       -- NULL unless kappa is a probability (msp)
             mce15 DOUBLE,
-            aece DOUBLE,
-            sac95 DOUBLE,
+            aece DOUBLE,                        -- 15 equal-mass bins
+            sac95 DOUBLE,                       -- first violation, forgive 200, denominator n
             sac99 DOUBLE,
-            temperature DOUBLE,
+            temperature DOUBLE,                 -- T applied to this row (1.0 when not temperature_scaled)
+            auroc_ref DOUBLE,                   -- reference pair count on the stable order
+            gamma_ref DOUBLE,                   -- 2·auroc_ref − 1 (the reference's "Gamma Correlation")
+            gamma_gk DOUBLE,                    -- Goodman–Kruskal gamma (tied pairs dropped)
+            aurc_ref DOUBLE,                    -- the reference AURC (stable order)
+            eaurc_exact DOUBLE,                 -- aurc − exact discrete optimum
+            aece_ref DOUBLE,                    -- the reference A-ECE (14 bins)
+            sac95_strict DOUBLE,                -- first violation, no forgiveness
+            sac99_strict DOUBLE,
+            sac95_max DOUBLE,                   -- maximum coverage meeting the accuracy
+            sac99_max DOUBLE,
+            risk_at_50 DOUBLE,                  -- selective risk at coverage 0.5
+            risk_at_80 DOUBLE,
+            risk_at_90 DOUBLE,
+            risk_at_95 DOUBLE,
+            nll DOUBLE,                         -- mean NLL (nats) of softmax(z / temperature) on the subset
+            brier DOUBLE,                       -- mean multi-class Brier score, same softmax
+            conf_mean DOUBLE,
+            conf_median DOUBLE,                 -- lower middle value (torch)
+            conf_variance DOUBLE,               -- unbiased
+            conf_gini DOUBLE,
+            nll_before DOUBLE,                  -- mean NLL on the TS fit split at T = 1
+            nll_after DOUBLE,                   -- ... and at the fitted T
+            ts_method VARCHAR,                  -- bounded | fallback_t1 | lbfgs_reference
+            n_fit BIGINT,                       -- size of the TS fit split
+            split_seed BIGINT,
+            split_sha256 VARCHAR,               -- SHA-256 of the fit-membership mask
+            bin_convention VARCHAR,             -- (lo,hi] | [lo,hi)
             PRIMARY KEY (model_id, kappa, temperature_scaled, subset)
         )""",
     "cood_levels": """

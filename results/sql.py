@@ -66,11 +66,14 @@ def canned_query(name: str) -> CannedQuery:
 
 def check_read_only(sql: str) -> None:
     """Raise QueryError unless ``sql`` is exactly one reading statement (see the module docstring)."""
+    parser = duckdb.connect(":memory:")
     try:
-        statements = duckdb.connect(":memory:").extract_statements(sql)
+        statements = parser.extract_statements(sql)
     except duckdb.Error as exc:
         message = " ".join(str(exc).split()).split(" LINE ", 1)[0]
         raise QueryError(f"cannot parse the query: {message}") from None
+    finally:
+        parser.close()
     if len(statements) != 1:
         raise QueryError(f"uebench sql runs one statement at a time, got {len(statements)}")
     statement = statements[0]
@@ -82,9 +85,7 @@ def check_read_only(sql: str) -> None:
         return
     if statement.type not in _READ_STATEMENTS:
         verb = statement.query.strip().split(None, 1)[0].upper() if statement.query.strip() else "?"
-        raise QueryError(
-            f"the results database is opened read-only; uebench sql runs queries, not changes ({verb} …)"
-        )
+        raise QueryError(f"the results database is opened read-only; uebench sql runs queries, not changes ({verb} …)")
 
 
 def run_query(db_path: Path, sql: str) -> pl.DataFrame:

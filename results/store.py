@@ -5,9 +5,9 @@ it read-only. Ray workers therefore never open the database; they write Parquet 
 process ingests every analysis table through :meth:`Store.ingest` / :func:`ingest_frames`. Readers
 (``uebench sql``, ``uebench report``, :func:`results.connect`) open it read-only.
 
-Ingestion is idempotent per natural key (:data:`results.schema.PRIMARY_KEYS`): the rows whose keys appear in
-the new frame are deleted and the frame inserted, in one transaction, so re-ingesting the same outputs leaves
-identical table contents.
+Ingestion is idempotent per natural key (:data:`results.schema.PRIMARY_KEYS`): a row whose key is already in
+the table replaces it whole (``INSERT OR REPLACE`` listing every column, absent ones as NULL), inside one
+transaction, so re-ingesting the same outputs leaves identical table contents.
 
 Every connection also gets a ``samples`` view (a temporary view, rebuilt at each open, so it follows the
 workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
@@ -218,22 +218,27 @@ class Store:
         with self._transaction():
             return {table: self._ingest(table, rows) for table, rows in frames.items()}
 
+    def _primary_key(self, table: str) -> tuple[str, ...]:
+        """The PRIMARY KEY columns of ``table`` in this database (empty when it has none)."""
+        rows = self._con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() "
+            "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [table],
+        ).fetchall()
+        return tuple(rows[0][0]) if rows else ()
+
     def _ingest(self, table: str, rows: pl.DataFrame) -> int:
         if self.read_only:
             raise StoreError(f"the results database {self.path} is open read-only; only the driver ingests")
         if not isinstance(rows, pl.DataFrame):
-            raise StoreError(
-                f"rows for table {table!r} must be a polars DataFrame, got {type(rows).__name__}"
-            )
+            raise StoreError(f"rows for table {table!r} must be a polars DataFrame, got {type(rows).__name__}")
         present = migrations.existing_columns(self._con)
         if table not in schema.TABLES or table not in present:
             raise StoreError(f"unknown table {table!r}; tables: {', '.join(sorted(schema.TABLES))}")
         columns = present[table]
         unknown = [c for c in rows.columns if c not in columns]
         if unknown:
-            raise StoreError(
-                f"table {table!r} has no column(s) {', '.join(unknown)}; columns: {', '.join(columns)}"
-            )
+            raise StoreError(f"table {table!r} has no column(s) {', '.join(unknown)}; columns: {', '.join(columns)}")
         required = [c.name for c in migrations.contract_columns()[table] if not c.nullable]
         missing = [c for c in required if c not in rows.columns]
         if missing:
@@ -254,13 +259,18 @@ class Store:
         try:
             self._con.register(staged, rows)
             registered = True
-            match = " AND ".join(
-                f"{_quote(table)}.{_quote(k)} = CAST(s.{_quote(k)} AS {columns[k]})" for k in keys
+            names = ", ".join(_quote(c) for c in columns)
+            values = ", ".join(
+                f"CAST(s.{_quote(c)} AS {dtype})" if c in rows.columns else f"CAST(NULL AS {dtype})"
+                for c, dtype in columns.items()
             )
-            self._con.execute(f"DELETE FROM {_quote(table)} USING {staged} s WHERE {match}")
-            names = ", ".join(_quote(c) for c in rows.columns)
-            values = ", ".join(f"CAST(s.{_quote(c)} AS {columns[c]})" for c in rows.columns)
-            self._con.execute(f"INSERT INTO {_quote(table)} ({names}) SELECT {values} FROM {staged} s")
+            if self._primary_key(table) == tuple(keys):
+                verb = "INSERT OR REPLACE"  # every column is listed, so a matching row is replaced whole
+            else:  # a table migrated from a layout without this key: replace by hand
+                verb = "INSERT"
+                match = " AND ".join(f"{_quote(table)}.{_quote(k)} = CAST(s.{_quote(k)} AS {columns[k]})" for k in keys)
+                self._con.execute(f"DELETE FROM {_quote(table)} USING {staged} s WHERE {match}")
+            self._con.execute(f"{verb} INTO {_quote(table)} ({names}) SELECT {values} FROM {staged} s")
         except duckdb.Error as exc:
             raise StoreError(f"cannot ingest rows into {table!r}: {_one_line(exc)}") from None
         finally:

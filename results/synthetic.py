@@ -33,8 +33,7 @@ _ARCHITECTURES = ("resnet50.a1_in1k", "vit_small_patch16_224.augreg_in21k_ft_in1
 def synthetic_model_ids(n_models: int) -> list[str]:
     """``n_models`` distinct model ids in the zoo's ``<source>-<name>.<tag>`` form."""
     return [
-        f"timm-{_ARCHITECTURES[i % len(_ARCHITECTURES)]}"
-        + (f"-v{i // len(_ARCHITECTURES)}" if i >= 3 else "")
+        f"timm-{_ARCHITECTURES[i % len(_ARCHITECTURES)]}" + (f"-v{i // len(_ARCHITECTURES)}" if i >= 3 else "")
         for i in range(n_models)
     ]
 
@@ -52,9 +51,9 @@ def synthetic_frames(
 ) -> dict[str, pl.DataFrame]:
     """Rows for every table of ``results.schema.TABLES`` for ``n_models`` models, keyed by table name.
 
-    Per model: 2 run tasks, 6 selective_metrics rows (3 κ × TS off/on), ``num_levels`` × 3 κ cood_levels
-    rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points per hsc curve, 3 methods × 2 α
-    hsc_calibration rows.
+    Per model: 2 run tasks (one more failed task in all), 6 selective_metrics rows (3 κ × TS off/on),
+    ``num_levels`` × 3 κ cood_levels rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points
+    per hsc curve, 3 methods × 2 α hsc_calibration rows, and published C-OOD rows for the first three models.
     """
     if n_models < 1:
         raise ValueError(f"n_models must be >= 1, got {n_models}")
@@ -113,11 +112,21 @@ def synthetic_frames(
             "n_bad_files": _tile([0, 2], n_models),
             "seconds": rng.uniform(30, 600, 2 * n_models),
             "attempts": np.ones(2 * n_models, dtype=np.int32),
-            "output_path": [
-                f"outputs/model={m}/dataset={d}/part-00000.parquet" for m in models for d in datasets
-            ],
+            "output_path": [f"outputs/model={m}/dataset={d}/part-00000.parquet" for m in models for d in datasets],
         }
     )
+    failed_task = pl.DataFrame(
+        {
+            "run_id": [RUN_ID],
+            "model_id": [models[0]],
+            "dataset": [OOD_DATASET],
+            "shard": [1],
+            "status": ["failed"],
+            "error": ["RuntimeError: CUDA out of memory at batch size 1"],
+            "attempts": [3],
+        }
+    )
+    frames["run_tasks"] = pl.concat([frames["run_tasks"], failed_task], how="diagonal_relaxed")
     frames["datasets"] = pl.DataFrame(
         {
             "dataset": datasets,
@@ -148,7 +157,7 @@ def synthetic_frames(
             "model_id": _repeat(models, len(KAPPAS) * 2),
             "kappa": _tile(_repeat(list(KAPPAS), 2), n_models),
             "temperature_scaled": ts,
-            "subset": np.where(ts, "ts_test45k", "val50k"),
+            "subset": np.where(ts, "ts_eval", "all"),
             "n": np.where(ts, 45_000, 50_000),
             "accuracy": sel_acc,
             "auroc": auroc,
@@ -203,6 +212,26 @@ def synthetic_frames(
             "run_id": [RUN_ID] * n_cood,
             "code_sha": ["0" * 40] * n_cood,
         }
+    )
+    # the published table for the first three architectures (distinct names): our levels plus noise
+    published = frames["cood_levels"].head(min(n_models, 3) * len(KAPPAS) * num_levels)
+    names = frames["models"].select("model_id", "name")
+    published_kappa = {"msp": "softmax", "neg_entropy": "entropy", "max_logit": "max_logit"}
+    frames["reference_cood_levels"] = published.join(names, on="model_id").select(
+        pl.col("name").alias("model_name"),
+        "kappa",
+        "level",
+        pl.col("percentile").round(1),
+        pl.col("kappa").replace_strict(published_kappa).alias("confidence_function"),
+        pl.col("percentile").alias("percentile_raw"),
+        (pl.col("ood_auroc") + rng.normal(0.0, 0.004, published.height)).alias("ood_auroc"),
+        "ood_avg_conf",
+        "id_accuracy",
+        "id_auroc",
+        "id_avg_conf",
+        pl.lit(None, dtype=pl.String).alias("id_dataset"),
+        pl.lit(None, dtype=pl.String).alias("ood_dataset"),
+        pl.lit("synthetic_reference.csv").alias("source_file"),
     )
     n_classes = n_pairs * num_levels * classes_per_level
     class_index = np.arange(n_classes) % (num_levels * classes_per_level)
@@ -271,8 +300,7 @@ def synthetic_frames(
             "method": _tile(_repeat(list(CALIBRATION_METHODS), len(alphas)), n_models),
             "alpha": cal_alpha,
             "delta": [
-                0.1 if m == "pac" else None
-                for m in _tile(_repeat(list(CALIBRATION_METHODS), len(alphas)), n_models)
+                0.1 if m == "pac" else None for m in _tile(_repeat(list(CALIBRATION_METHODS), len(alphas)), n_models)
             ],
             "n_cal": np.full(n_cal, 5_000),
             "repetitions": np.full(n_cal, 1_000, dtype=np.int32),

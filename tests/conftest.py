@@ -11,3 +11,6 @@ if _NLTK_DATA.is_dir():
     _paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
     if str(_NLTK_DATA) not in _paths:
         os.environ["NLTK_DATA"] = os.pathsep.join([str(_NLTK_DATA), *_paths])
+
+# Tests never reach the network: model hubs fail fast instead of retrying (set before any Ray worker starts).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")

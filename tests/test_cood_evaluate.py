@@ -103,9 +103,19 @@ def test_rows_fit_the_cood_levels_table() -> None:
     est_conf, est_class, test_conf, test_class, id_conf, id_correct = synthetic_benchmark(5)
     levels = severity_levels(class_severity(est_conf, est_class, 300), num_levels=5, window=100)
     table = evaluate_levels(
-        levels, test_conf, test_class, id_conf, id_correct, model_id="m", kappa="odin",
-        kappa_params={"T": 2, "eps": 1e-5}, pool_version="v1", class_list_sha256="ab", split_seed=0,
-        run_id="r", code_sha="c",
+        levels,
+        test_conf,
+        test_class,
+        id_conf,
+        id_correct,
+        model_id="m",
+        kappa="odin",
+        kappa_params={"T": 2, "eps": 1e-5},
+        pool_version="v1",
+        class_list_sha256="ab",
+        split_seed=0,
+        run_id="r",
+        code_sha="c",
     )
     con = duckdb.connect()
     con.execute(TABLES["cood_levels"])
@@ -118,7 +128,8 @@ def test_rows_fit_the_cood_levels_table() -> None:
 
 def test_id_auroc_is_nan_when_all_predictions_are_correct() -> None:
     levels = severity_levels(np.arange(4.0), num_levels=2, window=2)
-    table = evaluate_levels(levels, np.arange(8.0), np.repeat(np.arange(4), 2), np.ones(5), np.ones(5, bool))
+    with pytest.warns(RuntimeWarning, match="auroc: all 5 samples are correct"):
+        table = evaluate_levels(levels, np.arange(8.0), np.repeat(np.arange(4), 2), np.ones(5), np.ones(5, bool))
     assert table["id_auroc"].is_nan().all()
     assert table["id_accuracy"].to_list() == [1.0, 1.0]
 

@@ -23,14 +23,20 @@ from cood.severity import severity_levels
 
 # Published rows of the reference results (paper_results/all_paper_results.csv, COOD_benchmarking):
 # float noise in `percentile`, negative κ values and ood-auroc with 16 significant digits included.
-REFERENCE_TEXT = """\
-severity level,percentile,ood-auroc,ood_avg_conf,id-acc,id-auroc,id_avg_conf,model name,confidence function,model name - confidence function
+REFERENCE_HEADER = (
+    "severity level,percentile,ood-auroc,ood_avg_conf,id-acc,id-auroc,id_avg_conf,"
+    "model name,confidence function,model name - confidence function\n"
+)
+REFERENCE_TEXT = (
+    REFERENCE_HEADER
+    + """\
 0,0.0,0.9007992140000001,-4.022904396057129,0.7760199999999999,0.8181147385514055,-1.4153994321823118,adv_inception_v3,entropy,adv_inception_v3-entropy
 1,0.09999999999999998,0.8775073268000001,-3.7449700832366943,0.7760199999999999,0.8181147385514055,-1.4153994321823118,adv_inception_v3,entropy,adv_inception_v3-entropy
 3,0.30000000000000004,0.7444813659999999,0.3211828172206879,0.56552,0.8488387501800844,0.5831129550933838,alexnet_torchvision,softmax,alexnet_torchvision-softmax
 10,1.0,0.5107909032,0.5756152868270874,0.56552,0.8488387501800844,0.5831129550933838,alexnet_torchvision,softmax,alexnet_torchvision-softmax
 0,0.0,0.8697592204000001,0.046831786632537835,0.5654600000000001,0.8219767288725965,0.2876884043216705,alexnet_torchvision,odin_temperature-2_noise_mag-1e-05,alexnet_torchvision-odin_temperature-2_noise_mag-1e-05
 """
+)
 
 
 def test_reference_csv_round_trips_losslessly(tmp_path: Path) -> None:
@@ -50,7 +56,9 @@ def test_reference_csv_round_trips_losslessly(tmp_path: Path) -> None:
 
 def test_code_generated_columns_are_kept(tmp_path: Path) -> None:
     lines = REFERENCE_TEXT.splitlines()
-    text = "\n".join([lines[0] + ",id dataset,ood dataset", *(line + ",ImageNet_1K,ImageNet_21K" for line in lines[1:])])
+    text = "\n".join(
+        [lines[0] + ",id dataset,ood dataset", *(line + ",ImageNet_1K,ImageNet_21K" for line in lines[1:])]
+    )
     source = tmp_path / "generated.csv"
     source.write_text(text + "\n")
     frame = read_reference_csv(source)
@@ -71,13 +79,25 @@ def small_benchmark(kappa: str = "msp"):
     levels = severity_levels(rng.normal(size=30), num_levels=3, window=10)
     ood_class = np.repeat(np.arange(30), 4)
     table = evaluate_levels(
-        levels, rng.normal(size=120), ood_class, rng.normal(1, 1, 50), rng.random(50) < 0.7,
-        model_id="resnet50_torchvision", kappa=kappa, pool_version="v1", class_list_sha256="c" * 64, split_seed=3,
+        levels,
+        rng.normal(size=120),
+        ood_class,
+        rng.normal(1, 1, 50),
+        rng.random(50) < 0.7,
+        model_id="resnet50_torchvision",
+        kappa=kappa,
+        pool_version="v1",
+        class_list_sha256="c" * 64,
+        split_seed=3,
     )
     wnids = np.array([f"n{i:08d}" for i in range(30)])
     level_classes = pl.DataFrame(
-        {"model_id": "resnet50_torchvision", "kappa": kappa, "level": np.repeat(np.arange(3), 10),
-         "wnid": wnids[levels.classes.reshape(-1)]}
+        {
+            "model_id": "resnet50_torchvision",
+            "kappa": kappa,
+            "level": np.repeat(np.arange(3), 10),
+            "wnid": wnids[levels.classes.reshape(-1)],
+        }
     )
     return table, level_classes
 

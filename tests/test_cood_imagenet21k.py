@@ -120,14 +120,20 @@ def test_manifest_round_trip_and_hashes(tmp_path: Path) -> None:
     assert digest == hashlib.sha256(target.read_bytes()).hexdigest() == manifest.sha256
     header = json.loads(sidecar_path(target).read_text())
     assert header["seed"] == 2 and header["n_test"] == 3 and header["pool_version"] == "wordnet_only-v1"
-    assert header["class_list_sha256"] == hashlib.sha256(b"".join(f"{w}\n".encode() for w in manifest.wnids)).hexdigest()
+    assert (
+        header["class_list_sha256"] == hashlib.sha256(b"".join(f"{w}\n".encode() for w in manifest.wnids)).hexdigest()
+    )
     assert target.read_text().splitlines()[0] == "wnid,class_index,path,role"
     loaded = read_manifest(target.parent)
     assert loaded.wnids == manifest.wnids and loaded.paths == manifest.paths
     np.testing.assert_array_equal(loaded.class_index, manifest.class_index)
     np.testing.assert_array_equal(loaded.is_estimation, manifest.is_estimation)
     assert (loaded.seed, loaded.per_class, loaded.n_estimation, loaded.min_images, loaded.pool_version) == (
-        2, 12, 9, 12, "wordnet_only-v1",
+        2,
+        12,
+        9,
+        12,
+        "wordnet_only-v1",
     )
     assert not [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -168,9 +174,37 @@ def test_too_few_eligible_classes(tmp_path: Path) -> None:
     [
         ({"seed": -1}, "seed must be a non-negative integer"),
         ({"seed": 0, "per_class": 12, "n_estimation": 12, "min_images": 12}, "n_estimation"),
-        ({"seed": 0, "per_class": 12, "n_estimation": 9, "min_images": 10}, "min_images must be >= per_class"),
+        (
+            {"seed": 0, "per_class": 12, "n_estimation": 9, "min_images": 10},
+            "min_images must be >= per_class",
+        ),
     ],
 )
 def test_bad_split_parameters(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_split(make_tree(tmp_path, COUNTS), **kwargs)
+
+
+def rewrite(target: Path, text: str) -> None:
+    """Replace a manifest's CSV and re-sign its sidecar, so only the content checks can object."""
+    target.write_text(text)
+    side = sidecar_path(target)
+    header = json.loads(side.read_text())
+    header["csv_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    side.write_text(json.dumps(header))
+
+
+def test_inconsistent_manifest_content_is_refused(tmp_path: Path) -> None:
+    manifest = build_split(make_tree(tmp_path / "data", COUNTS), seed=2, **SMALL)
+    target = tmp_path / "manifest.csv"
+    write_manifest(manifest, target)
+    text = target.read_text()
+    rewrite(target, text.replace("n00000002,1,", "n00000001,1,", 1))
+    with pytest.raises(ValueError, match="exactly one wnid"):
+        read_manifest(target)
+    rewrite(target, text.replace(",3,", ",7,"))
+    with pytest.raises(ValueError, match=r"class indices must be 0\.\.3"):
+        read_manifest(target)
+    rewrite(target, text.replace(",test\n", ",holdout\n", 1))
+    with pytest.raises(ValueError, match=r"roles \['holdout'\]"):
+        read_manifest(target)

@@ -11,7 +11,8 @@ from pipelines.datasets import imagenet1k_wnids
 from pipelines.preprocess import crop_image, normalise
 from pipelines.zoo import build_model, resolve
 
-DOMESTIC_CATS = {"n02123045", "n02123159", "n02124075", "n02123394", "n02123597"}  # tabby, tiger, Egyptian, Persian, Siamese
+# tabby, tiger cat, Egyptian cat, Persian, Siamese
+DOMESTIC_CATS = {"n02123045", "n02123159", "n02124075", "n02123394", "n02123597"}
 ESPRESSO = "n07920052"
 
 

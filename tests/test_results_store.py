@@ -35,8 +35,7 @@ def test_fresh_database_has_the_contract(tmp_path: Path) -> None:
         assert store.schema_version == schema.SCHEMA_VERSION
         for table, columns in migrations.contract_columns().items():
             got = store.query(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                "ORDER BY ordinal_position",
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
                 [table],
             )["column_name"].to_list()
             assert got == [c.name for c in columns]
@@ -63,9 +62,7 @@ def test_ingest_round_trips_and_twice_is_identical(tmp_path: Path, frames: dict[
         assert_frame_equal(got, expected, check_dtypes=False)
 
 
-def test_reingest_replaces_by_key_and_keeps_other_rows(
-    tmp_path: Path, frames: dict[str, pl.DataFrame]
-) -> None:
+def test_reingest_replaces_by_key_and_keeps_other_rows(tmp_path: Path, frames: dict[str, pl.DataFrame]) -> None:
     db = tmp_path / "r.duckdb"
     ingest_frames(db, frames)
     sel = frames["selective_metrics"]
@@ -83,6 +80,22 @@ def test_reingest_replaces_by_key_and_keeps_other_rows(
         is_changed.filter(~hit).select("auroc"),
         is_changed.filter(~hit).select(pl.col("before").alias("auroc")),
     )
+
+
+def test_reingest_replaces_the_whole_row(tmp_path: Path) -> None:
+    full = pl.DataFrame({"dataset": ["imagenet_val"], "kind": ["id"], "root": ["/data/val"], "n_classes": [1000]})
+    with Store.open(tmp_path / "r.duckdb") as store:
+        store.ingest("datasets", full)
+        store.ingest("datasets", full.select("dataset", "kind"))  # like delete + insert: no stale root
+        got = store.table("datasets").row(0, named=True)
+    assert got == {
+        "dataset": "imagenet_val",
+        "kind": "id",
+        "root": None,
+        "n_samples": None,
+        "n_classes": None,
+        "manifest_sha256": None,
+    }
 
 
 def test_missing_nullable_columns_become_null(tmp_path: Path) -> None:
@@ -148,18 +161,17 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [schema.SCHEMA_VERSION + 1])
     con.close()
     for read_only in (False, True):
-        with pytest.raises(
-            StoreError, match=f"schema version {schema.SCHEMA_VERSION + 1}, newer than"
-        ) as info:
+        with pytest.raises(StoreError, match=f"schema version {schema.SCHEMA_VERSION + 1}, newer than") as info:
             Store.open(db, read_only=read_only)
         assert "\n" not in str(info.value)
 
 
 def _version0_database(path: Path) -> None:
-    """A database written before versioning: no schema_version table, an older models/selective_metrics."""
+    """A database written before versioning: no schema_version table, an older models table (fewer columns,
+    no primary key) and an older selective_metrics (fewer columns)."""
     con = duckdb.connect(str(path))
     con.execute(
-        "CREATE TABLE models (model_id VARCHAR PRIMARY KEY, spec VARCHAR NOT NULL, source VARCHAR NOT NULL, "
+        "CREATE TABLE models (model_id VARCHAR NOT NULL, spec VARCHAR NOT NULL, source VARCHAR NOT NULL, "
         "name VARCHAR NOT NULL, pretrained BOOLEAN NOT NULL, params BIGINT)"
     )
     con.execute(
@@ -171,10 +183,7 @@ def _version0_database(path: Path) -> None:
         "temperature_scaled BOOLEAN NOT NULL, subset VARCHAR NOT NULL, n BIGINT NOT NULL, accuracy DOUBLE, "
         "auroc DOUBLE, PRIMARY KEY (model_id, kappa, temperature_scaled, subset))"
     )
-    con.execute(
-        "INSERT INTO selective_metrics VALUES ('timm-resnet50.a1_in1k', 'msp', false, 'val50k', 50000, "
-        "0.8, 0.86)"
-    )
+    con.execute("INSERT INTO selective_metrics VALUES ('timm-resnet50.a1_in1k', 'msp', false, 'all', 50000, 0.8, 0.86)")
     con.close()
 
 
@@ -193,10 +202,15 @@ def test_migration_from_version_0_preserves_data(tmp_path: Path) -> None:
     assert set(models.columns) == {c.name for c in migrations.contract_columns()["models"]}
     assert models["input_size"].to_list() == [None, None]
     assert sel.row(0, named=True)["auroc"] == 0.86 and sel.row(0, named=True)["aurc"] is None
-    # the migrated database takes new rows with the new columns
+    # the migrated database takes new rows with the new columns, and replaces by key even without a PK
     with Store.open(db) as store:
         store.ingest("selective_metrics", sel.with_columns(pl.lit(0.07).alias("aurc")))
         assert store.table("selective_metrics")["aurc"].to_list() == [0.07]
+        for _ in range(2):
+            store.ingest("models", models.head(1).with_columns(pl.lit(224).alias("input_size")))
+        got = store.table("models")
+    assert got["model_id"].to_list() == ["timm-resnet50.a1_in1k", "timm-vit_tiny"]
+    assert got["input_size"].to_list() == [224, None]
 
 
 def test_a_second_numbered_migration_runs_once_in_order(
@@ -229,15 +243,11 @@ def test_samples_view_over_parquet_outputs(tmp_path: Path) -> None:
     db = database_path(tmp_path)
     with Store.open(db) as store:
         empty = store.table("samples")
-        assert empty.height == 0 and {"sample_id", "label", "pred", "msp", "model", "dataset"} <= set(
-            empty.columns
-        )
+        assert empty.height == 0 and {"sample_id", "label", "pred", "msp", "model", "dataset"} <= set(empty.columns)
     paths = write_synthetic_outputs(tmp_path, ["m-a", "m-b"], n_samples=300, num_classes=5, seed=1)
     with Store.open(db, read_only=True) as store:
         counts = store.query("SELECT model, dataset, count(*) AS n FROM samples GROUP BY ALL ORDER BY model")
-        acc = store.query("SELECT avg(CAST(pred = label AS DOUBLE)) AS a FROM samples WHERE model = 'm-b'")[
-            "a"
-        ][0]
+        acc = store.query("SELECT avg(CAST(pred = label AS DOUBLE)) AS a FROM samples WHERE model = 'm-b'")["a"][0]
     assert counts["model"].to_list() == ["m-a", "m-b"]
     assert counts["n"].to_list() == [300, 300]
     table = pq.read_table(paths[1])
@@ -252,8 +262,6 @@ def test_second_writer_process_gets_a_one_line_error(tmp_path: Path) -> None:
         "try:\n    Store.open(sys.argv[1])\nexcept StoreError as e:\n    print(e); sys.exit(3)\n"
     )
     with Store.open(db):
-        proc = subprocess.run(
-            [sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60
-        )
+        proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.startswith("cannot open the results database") and proc.stdout.count("\n") == 1

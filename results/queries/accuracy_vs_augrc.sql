@@ -7,5 +7,5 @@ SELECT
     auroc,
     aurc
 FROM selective_metrics
-WHERE NOT temperature_scaled AND subset = 'val50k'
+WHERE NOT temperature_scaled AND subset = 'all'
 ORDER BY kappa, accuracy DESC, model_id

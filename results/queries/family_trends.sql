@@ -8,6 +8,6 @@ SELECT
     avg(s.ece15) AS mean_ece15
 FROM selective_metrics AS s
 JOIN models AS m USING (model_id)
-WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'val50k'
+WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'all'
 GROUP BY family
 ORDER BY mean_auroc DESC, family

@@ -10,5 +10,5 @@ SELECT
     s.sac95,
     s.sac99
 FROM selective_metrics AS s
-WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'val50k'
+WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'all'
 ORDER BY rank, s.model_id

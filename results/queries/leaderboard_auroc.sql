@@ -1,4 +1,4 @@
--- Selective prediction leaderboard by AUROC (MSP, no temperature scaling, all 50k validation images).
+-- Selective prediction leaderboard by AUROC (MSP, no temperature scaling, every ID sample).
 SELECT
     rank() OVER (ORDER BY s.auroc DESC) AS rank,
     s.model_id,
@@ -12,5 +12,5 @@ SELECT
     s.sac99
 FROM selective_metrics AS s
 LEFT JOIN models AS m USING (model_id)
-WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'val50k'
+WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'all'
 ORDER BY rank, s.model_id

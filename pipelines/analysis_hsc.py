@@ -1,0 +1,177 @@
+"""The hierarchical selective classification analysis of one model (hsc.md §7): rows for the ``hsc_rules``,
+``hsc_curves`` and ``hsc_calibration`` tables (results/schema.py).
+
+- ``hsc_rules``: exact hAURC (raw, not ×1000) of every rule (selective, climbing, max_coverage, jumping) ×
+  risk ("01", "severity"), with the % gain over Selective in the same setting; ``grid`` is NULL (exact sweep).
+  Rows without temperature scaling always; with ``temperature`` given, also rows from ``logits / T``
+  (``temperature_scaled`` = true) over the same samples.
+- ``hsc_curves``: the exact hRC curves, downsampled for storage to at most :data:`MAX_CURVE_POINTS` points per
+  (rule, risk): evenly spaced positions along the θ-ordered points, always keeping θ = 0 and θ = 1.
+- ``hsc_calibration``: the threshold study (:func:`hsc.study.threshold_study`) without temperature scaling,
+  every α of ``alphas``: Climbing thresholds by conformal, pac (δ = 0.1) and quantile, and the DARTS baseline
+  (ε = α; its ``theta_mean`` is the mean λ).
+
+Softmax is computed in float64 from the stored logits (cood.confidence.softmax).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from cood.confidence import softmax
+from hsc import curves, study
+from hsc.hierarchy import Hierarchy
+from hsc.rules import RULES
+
+MAX_CURVE_POINTS = 512
+PAC_DELTA = 0.1
+STUDY_METHODS = ("conformal", "pac", "quantile", "darts")
+
+RULES_COLUMNS: dict[str, type[pl.DataType]] = {
+    "model_id": pl.String,
+    "rule": pl.String,
+    "temperature_scaled": pl.Boolean,
+    "risk": pl.String,
+    "haurc": pl.Float64,
+    "gain": pl.Float64,
+    "grid": pl.Int32,
+    "hierarchy_id": pl.String,
+}
+CURVES_COLUMNS: dict[str, type[pl.DataType]] = {
+    "model_id": pl.String,
+    "rule": pl.String,
+    "temperature_scaled": pl.Boolean,
+    "risk": pl.String,
+    "point": pl.Int32,
+    "theta": pl.Float64,
+    "coverage": pl.Float64,
+    "value": pl.Float64,
+}
+CALIBRATION_COLUMNS: dict[str, type[pl.DataType]] = {
+    "model_id": pl.String,
+    "method": pl.String,
+    "alpha": pl.Float64,
+    "delta": pl.Float64,
+    "n_cal": pl.Int64,
+    "repetitions": pl.Int32,
+    "seed": pl.Int64,
+    "theta_mean": pl.Float64,
+    "accuracy_mean": pl.Float64,
+    "accuracy_error": pl.Float64,
+    "coverage_mean": pl.Float64,
+    "violation_rate": pl.Float64,
+}
+
+
+def downsample_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
+    """At most ``max_points`` sorted indices into ``num_points`` points, evenly spaced, first and last kept."""
+    if num_points <= max_points:
+        return np.arange(num_points)
+    return np.unique(np.round(np.linspace(0, num_points - 1, max_points)).astype(np.int64))
+
+
+def leaf_probabilities(logits: np.ndarray, hierarchy: Hierarchy, temperature: float | None = None) -> np.ndarray:
+    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T); ValueError on a wrong class count."""
+    z = np.asarray(logits)
+    if z.ndim != 2 or z.shape[1] != hierarchy.num_leaves:
+        raise ValueError(f"logits: expected shape (N, {hierarchy.num_leaves}) for this hierarchy, found {z.shape}")
+    if temperature is not None:
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature: expected a positive finite number, found {temperature}")
+        z = z.astype(np.float64) / float(temperature)
+    return softmax(z)
+
+
+def _rule_rows(
+    model_id: str, H: Hierarchy, probs: np.ndarray, labels: np.ndarray, scaled: bool
+) -> tuple[list[dict], list[dict]]:
+    node_probs = H.node_probs(probs)
+    rule_rows, curve_rows = [], []
+    areas = {}
+    for rule in RULES:
+        points = curves.hrc_points(H, node_probs, labels, rule)
+        keep = downsample_indices(points.thetas.size)
+        for risk in curves.RISKS:
+            values = points.risk(risk)
+            areas[rule, risk] = curves.area(points.thetas, points.coverage, values)
+            curve_rows.extend(
+                {
+                    "model_id": model_id,
+                    "rule": rule,
+                    "temperature_scaled": scaled,
+                    "risk": risk,
+                    "point": i,
+                    "theta": float(points.thetas[k]),
+                    "coverage": float(points.coverage[k]),
+                    "value": float(values[k]),
+                }
+                for i, k in enumerate(keep.tolist())
+            )
+    for (rule, risk), value in areas.items():
+        rule_rows.append(
+            {
+                "model_id": model_id,
+                "rule": rule,
+                "temperature_scaled": scaled,
+                "risk": risk,
+                "haurc": value,
+                "gain": 0.0 if rule == "selective" else curves.gain(value, areas["selective", risk]),
+                "grid": None,
+                "hierarchy_id": H.hierarchy_id,
+            }
+        )
+    return rule_rows, curve_rows
+
+
+def analyse_hsc(
+    model_id: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    hierarchy: Hierarchy,
+    *,
+    temperature: float | None = None,
+    alphas: Sequence[float] = study.DEFAULT_ALPHAS,
+    repetitions: int = 1000,
+    seed: int = 0,
+    n_cal: int | None = None,
+) -> dict[str, pl.DataFrame]:
+    """hAURC per rule and risk, the hRC curves and the threshold study of one model.
+
+    logits: (N, L) float (L = hierarchy.num_leaves, class i = leaf i); labels: (N,) int leaf indices;
+    temperature: T > 0 for additional temperature-scaled hsc_rules/hsc_curves rows; alphas, repetitions,
+    seed, n_cal (default min(5000, N // 2)): the threshold study. Returns {table name: DataFrame} with
+    exactly the columns of results/schema.py.
+    """
+    labels = hierarchy.check_labels(labels, np.shape(logits)[0] if np.ndim(logits) == 2 else None)
+    probs = leaf_probabilities(logits, hierarchy)
+    rule_rows, curve_rows = _rule_rows(model_id, hierarchy, probs, labels, scaled=False)
+    if temperature is not None:
+        scaled_rules, scaled_curves = _rule_rows(
+            model_id, hierarchy, leaf_probabilities(logits, hierarchy, temperature), labels, scaled=True
+        )
+        rule_rows += scaled_rules
+        curve_rows += scaled_curves
+    n = labels.size
+    n_cal = min(5000, n // 2) if n_cal is None else int(n_cal)
+    study_rows = study.threshold_study(
+        hierarchy,
+        probs,
+        labels,
+        alphas,
+        methods=STUDY_METHODS,
+        delta=PAC_DELTA,
+        repetitions=repetitions,
+        n_cal=n_cal,
+        seed=seed,
+    )
+    calibration_rows = [
+        {"model_id": model_id, **{k: row[k] for k in CALIBRATION_COLUMNS if k != "model_id"}} for row in study_rows
+    ]
+    return {
+        "hsc_rules": pl.DataFrame(rule_rows, schema=RULES_COLUMNS, orient="row"),
+        "hsc_curves": pl.DataFrame(curve_rows, schema=CURVES_COLUMNS, orient="row"),
+        "hsc_calibration": pl.DataFrame(calibration_rows, schema=CALIBRATION_COLUMNS, orient="row"),
+    }

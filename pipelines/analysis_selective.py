@@ -1,0 +1,217 @@
+"""The selective-prediction analysis of one model: every flat metric per κ, with and without TS.
+
+Produces the rows of the ``selective_metrics`` table (results/schema.py), one per (κ, temperature_scaled,
+subset), from the stored logits and labels of one model on one ID dataset (selective.md §3):
+
+- subset ``all``: every sample, no temperature scaling (the reference's non-``_TS`` columns, "val50k");
+- subset ``ts_eval``: the evaluation part of the seeded stratified split (the reference's "ts_test45k"),
+  once without and once with temperature scaling, so that the TS effect is not mixed with a subset effect.
+
+T is fitted on the ``fit`` part of the split (:func:`stratified_split`), whose seed and SHA-256 are stored
+on every row; every model analysed with the same labels and seed gets the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from cood import confidence
+from hsc.selective import summarize
+from hsc.temperature import SoftmaxStats, check_logits, fit_temperature_result, softmax_stats
+
+DEFAULT_KAPPAS = ("msp", "neg_entropy", "max_logit")
+# κ that are probabilities, so calibration metrics (ECE, MCE, A-ECE) make sense for them
+PROBABILITY_KAPPAS = frozenset({"msp"})
+SUBSET_ALL = "all"
+SUBSET_TS_EVAL = "ts_eval"
+BIN_CONVENTION = "(lo,hi]"
+
+# column -> polars dtype, in the order of the selective_metrics CREATE statement
+COLUMNS: dict[str, type[pl.DataType]] = {
+    "model_id": pl.String,
+    "kappa": pl.String,
+    "temperature_scaled": pl.Boolean,
+    "subset": pl.String,
+    "n": pl.Int64,
+    "accuracy": pl.Float64,
+    "auroc": pl.Float64,
+    "aurc": pl.Float64,
+    "eaurc": pl.Float64,
+    "augrc": pl.Float64,
+    "ece15": pl.Float64,
+    "mce15": pl.Float64,
+    "aece": pl.Float64,
+    "sac95": pl.Float64,
+    "sac99": pl.Float64,
+    "temperature": pl.Float64,
+    "auroc_ref": pl.Float64,
+    "gamma_ref": pl.Float64,
+    "gamma_gk": pl.Float64,
+    "aurc_ref": pl.Float64,
+    "eaurc_exact": pl.Float64,
+    "aece_ref": pl.Float64,
+    "sac95_strict": pl.Float64,
+    "sac99_strict": pl.Float64,
+    "sac95_max": pl.Float64,
+    "sac99_max": pl.Float64,
+    "risk_at_50": pl.Float64,
+    "risk_at_80": pl.Float64,
+    "risk_at_90": pl.Float64,
+    "risk_at_95": pl.Float64,
+    "nll": pl.Float64,
+    "brier": pl.Float64,
+    "conf_mean": pl.Float64,
+    "conf_median": pl.Float64,
+    "conf_variance": pl.Float64,
+    "conf_gini": pl.Float64,
+    "nll_before": pl.Float64,
+    "nll_after": pl.Float64,
+    "ts_method": pl.String,
+    "n_fit": pl.Int64,
+    "split_seed": pl.Int64,
+    "split_sha256": pl.String,
+    "bin_convention": pl.String,
+}
+
+
+def stratified_split(labels: np.ndarray, n_fit: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Seeded stratified split of ``labels: (N,)`` int into (fit_idx, eval_idx, sha256).
+
+    The fit part has ``min(n_fit, N // 10)`` samples (at least 1), allocated to classes in proportion to
+    their counts (largest remainder, ties to the lower class index), then raised to 1 for every class with
+    ≥ 2 samples, never taking a class's last sample. Inside a class the samples with the smallest keys of
+    ``numpy.random.default_rng(seed).random(N)`` are taken, so the split is a function of (labels, n_fit,
+    seed) only. ImageNet val (50 per class) with the defaults gives 5 per class: 5,000 / 45,000.
+    ``fit_idx``, ``eval_idx``: sorted int64 indices; ``sha256``: hex digest of the N-byte fit-membership mask.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape} and dtype {y.dtype}")
+    n = y.size
+    if n < 2:
+        raise ValueError(f"labels must hold at least 2 samples to split, got {n}")
+    if not (isinstance(n_fit, int | np.integer) and n_fit >= 1):
+        raise ValueError(f"n_fit must be a positive integer, got {n_fit!r}")
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    target = max(1, min(int(n_fit), n // 10))
+    quota = target * counts / n
+    alloc = np.floor(quota).astype(np.int64)
+    short = target - int(alloc.sum())
+    if short > 0:
+        by_remainder = np.lexsort((np.arange(classes.size), -(quota - alloc)))
+        alloc[by_remainder[:short]] += 1
+    alloc = np.where(counts >= 2, np.clip(alloc, 1, counts - 1), 0)
+    if alloc.sum() == 0:
+        alloc[np.argmax(counts)] = 1  # every class is a singleton: move one sample to the fit part
+    keys = np.random.default_rng(seed).random(n)
+    order = np.lexsort((keys, inverse))  # by class, then by key
+    class_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank_in_class = np.arange(n) - class_start[inverse[order]]
+    fit_mask = np.zeros(n, dtype=bool)
+    fit_mask[order[rank_in_class < alloc[inverse[order]]]] = True
+    digest = hashlib.sha256(fit_mask.view(np.uint8).tobytes()).hexdigest()
+    return np.flatnonzero(fit_mask), np.flatnonzero(~fit_mask), digest
+
+
+def _kappa_values(
+    name: str, stats: SoftmaxStats, logits: np.ndarray, beta: float, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(ranking key, κ values or None when the key is κ itself) of softmax(β·z) for the rows of ``stats``.
+
+    The default κ come from the shared float64 pass (MSP is ranked by log-MSP, which never saturates);
+    any other registered κ from :mod:`cood.confidence` on the scaled logits.
+    """
+    if name == "msp":
+        return stats.log_msp, stats.msp
+    return _kappa(name, stats, logits, beta, rows), None
+
+
+def _kappa(name: str, stats: SoftmaxStats, logits: np.ndarray, beta: float, rows: np.ndarray | None) -> np.ndarray:
+    if name == "neg_entropy":
+        return stats.neg_entropy
+    if name == "max_logit":
+        return stats.max_scaled
+    z = logits if rows is None else logits[rows]
+    return confidence.compute(z.astype(np.float64) * beta if beta != 1.0 else z, [name])[name]
+
+
+def analyse_selective(
+    model_id: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kappas: Sequence[str] = DEFAULT_KAPPAS,
+    split_seed: int = 0,
+    n_fit: int = 5000,
+) -> pl.DataFrame:
+    """All flat selective metrics of one model: one row per (kappa, temperature_scaled, subset).
+
+    logits: (N, C) float (float32 as stored); labels: (N,) int class indices; kappas: names registered in
+    :mod:`cood.confidence`. Returns a DataFrame with exactly the ``selective_metrics`` columns
+    (:data:`COLUMNS`); metrics that do not apply (ECE of a non-probability κ, ranking metrics of
+    single-class input) are null. ``accuracy`` is a fraction; ``temperature`` is the T applied to the row
+    (1.0 without TS); ``nll_before``/``nll_after`` are the mean NLL on the fit split at T = 1 and at T.
+    """
+    z, y = check_logits(logits, labels, finite=False)  # softmax_stats rejects non-finite logits
+    unknown = [k for k in kappas if k not in confidence.REGISTRY]
+    if unknown or not kappas:
+        raise ValueError(
+            "kappas must be non-empty names registered in cood.confidence "
+            f"({', '.join(sorted(confidence.REGISTRY))}), got unknown {unknown or list(kappas)}"
+        )
+    base = softmax_stats(z, y)
+    correct = base.top_class == y
+    fit_idx, eval_idx, sha = stratified_split(y, n_fit=n_fit, seed=split_seed)
+    fit = fit_temperature_result(z[fit_idx], y[fit_idx])
+    beta = 1.0 / fit.temperature
+    scaled = softmax_stats(z, y, beta=beta, rows=eval_idx)
+    shared = {
+        "model_id": model_id,
+        "nll_before": fit.nll_before,
+        "nll_after": fit.nll_after,
+        "ts_method": fit.method,
+        "n_fit": int(fit_idx.size),
+        "split_seed": int(split_seed),
+        "split_sha256": sha,
+        "bin_convention": BIN_CONVENTION,
+    }
+    eval_position = np.full(z.shape[0], -1, dtype=np.int64)
+    eval_position[eval_idx] = np.arange(eval_idx.size)
+    rows = []
+    for name in kappas:
+        key_all, values_all = _kappa_values(name, base, z, 1.0, None)
+        key_ts, values_ts = _kappa_values(name, scaled, z, beta, eval_idx)
+        values_eval = None if values_all is None else values_all[eval_idx]
+        # one sort of all samples also orders the eval subset (a stable order stays stable when restricted),
+        # and T-invariant rankings (max logit) keep it with TS; summarize verifies each hint in O(n)
+        order_all = np.argsort(-key_all, kind="stable")
+        order_eval = eval_position[order_all]
+        order_eval = order_eval[order_eval >= 0]
+        hints = (order_all, order_eval, order_eval)
+        settings = (
+            (False, SUBSET_ALL, key_all, values_all, correct, base.nll, base.brier, 1.0),
+            (False, SUBSET_TS_EVAL, key_all[eval_idx], values_eval, correct[eval_idx], base.nll[eval_idx],
+             base.brier[eval_idx], 1.0),
+            (True, SUBSET_TS_EVAL, key_ts, values_ts, correct[eval_idx], scaled.nll, scaled.brier,
+             fit.temperature),
+        )  # fmt: skip
+        for (scaled_flag, subset, key, values, ok, nll, brier, temperature), hint in zip(settings, hints, strict=True):
+            metrics = summarize(key, ok, values=values, order_hint=hint, probability=name in PROBABILITY_KAPPAS)
+            rows.append(
+                {
+                    **shared,
+                    **metrics,
+                    "kappa": name,
+                    "temperature_scaled": scaled_flag,
+                    "subset": subset,
+                    "temperature": temperature,
+                    "nll": float(np.mean(nll)),
+                    "brier": float(np.mean(brier)),
+                }
+            )
+    frame = pl.DataFrame([{c: row[c] for c in COLUMNS} for row in rows], schema=COLUMNS, orient="row")
+    return frame.with_columns(pl.col(pl.Float64).fill_nan(None))

@@ -1,0 +1,107 @@
+"""``uebench sql``, ``uebench report`` and ``uebench import-reference``: the results database from the CLI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from pipelines.errors import UserError
+
+_WORKSPACE_HELP = "Workspace folder holding uebench.duckdb."
+
+
+def _database(workspace: Path, must_exist: bool = True) -> Path:
+    from results.store import database_path
+
+    workspace = Path(workspace)
+    if must_exist and not workspace.is_dir():
+        raise UserError(f"workspace not found: {workspace} (set it with --workspace)")
+    return database_path(workspace)
+
+
+def sql(
+    query: str = typer.Argument(None, help='One reading SQL statement, e.g. "SELECT * FROM models".'),
+    file: Path = typer.Option(None, "--file", "-f", help="Read the SQL statement from this file."),
+    name: str = typer.Option(None, "--query", "-q", help="Run the canned query NAME (see --list)."),
+    workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help=_WORKSPACE_HELP),
+    fmt: str = typer.Option("table", "--format", help="Output format: table, csv, json or parquet."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the result to this file (needed for parquet)."),
+    list_queries: bool = typer.Option(False, "--list", help="List the canned queries and exit."),
+) -> None:
+    """Run read-only SQL over the results database (a query, a .sql file or a canned query)."""
+    from results import sql as results_sql
+
+    if list_queries:
+        queries = results_sql.canned_queries()
+        width = max(len(n) for n in queries)
+        for query_name, canned in queries.items():
+            typer.echo(f"{query_name:<{width}}  {canned.description}")
+        return
+    given = [flag for flag, value in (("QUERY", query), ("--file", file), ("--query", name)) if value is not None]
+    if len(given) != 1:
+        raise UserError(
+            "give exactly one of QUERY, --file FILE.sql or --query NAME"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if fmt not in results_sql.FORMATS:
+        raise UserError(f"--format must be one of {', '.join(results_sql.FORMATS)}, got {fmt!r}")
+    if fmt == "parquet" and output is None:
+        raise UserError("--format parquet writes a binary file: give --output FILE.parquet")
+    if file is not None:
+        if not Path(file).is_file():
+            raise UserError(f"SQL file not found: {file}")
+        text = Path(file).read_text(encoding="utf-8")
+    elif name is not None:
+        text = results_sql.canned_query(name).sql
+    else:
+        text = query
+    frame = results_sql.run_query(_database(workspace), text)
+    data = results_sql.render(frame, fmt)
+    if output is not None:
+        path = results_sql.write_output(data, output)
+        typer.echo(f"wrote {path} ({frame.height} rows, {fmt})", err=True)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
+        sys.stdout.flush()
+
+
+def report(
+    workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help=_WORKSPACE_HELP),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="HTML file to write (default: <workspace>/reports/report.html)."
+    ),
+    max_models: int = typer.Option(8, "--max-models", help="Models (best AUROC first) drawn in per-model plots."),
+) -> None:
+    """Write the self-contained HTML report (leaderboards, curves, degradation graph, provenance)."""
+    from results.report import build_report
+
+    if max_models < 1:
+        raise UserError(f"--max-models must be >= 1, got {max_models}")
+    path = build_report(_database(workspace), output, max_models=max_models)
+    typer.echo(str(path))
+
+
+def import_reference(
+    csv_file: Path = typer.Argument(..., help="Published C-OOD results CSV (cood.md section 4 column format)."),
+    workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help=_WORKSPACE_HELP),
+) -> None:
+    """Load a published C-OOD results table into reference_cood_levels (replaces rows with the same key)."""
+    from results.reference import read_reference_csv
+    from results.store import Store
+
+    rows = read_reference_csv(csv_file)
+    db_path = _database(workspace, must_exist=False)
+    with Store.open(db_path) as store:
+        count = store.ingest("reference_cood_levels", rows)
+    kappas = ", ".join(sorted(rows["kappa"].unique().to_list()))
+    models = rows["model_name"].n_unique()
+    typer.echo(f"imported {count} rows ({models} models; κ {kappas}) into {db_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sql``, ``report`` and ``import-reference`` to the uebench CLI."""
+    app.command("sql")(sql)
+    app.command("report")(report)
+    app.command("import-reference")(import_reference)

@@ -1,0 +1,56 @@
+"""Turn a validated run configuration into datasets, models and analyses, and execute it."""
+
+from __future__ import annotations
+
+from pipelines import analyses
+from pipelines.datasets import ImageDataset, load_flat, load_folder
+from pipelines.driver import RunContext, execute
+from pipelines.errors import UserError
+from pipelines.run_config import RunConfig
+from pipelines.zoo import resolve_all
+
+
+def load_datasets(config: RunConfig) -> list[ImageDataset]:
+    """Scan every configured dataset folder (UserError on a missing folder, bad layout or non-1k wnids)."""
+    loaded = []
+    for ds in config.datasets:
+        if ds.ground_truth is not None:
+            loaded.append(load_flat(ds.name, ds.root, ds.ground_truth))
+        else:
+            loaded.append(load_folder(ds.name, ds.root, ds.kind))
+    return loaded
+
+
+def default_analyses(datasets: list[ImageDataset]) -> list[str]:
+    """Every registered analysis whose inputs exist: selective/hsc need an ID set, cood an ID and an OOD set."""
+    kinds = {d.kind for d in datasets}
+    wanted = []
+    for name in analyses.REGISTRY:
+        needs = analyses.REQUIRES.get(name, {"id"})
+        if needs <= kinds:
+            wanted.append(name)
+    return wanted
+
+
+def run_from_config(config: RunConfig) -> RunContext:
+    """Validate everything that can be validated before touching the workspace, then run."""
+    datasets = load_datasets(config)
+    models = resolve_all(config.models)
+    names = config.analyses if config.analyses is not None else default_analyses(datasets)
+    unknown = [n for n in names if n not in analyses.REGISTRY]
+    if unknown:
+        raise UserError(f"unknown analyses {unknown}; available: {', '.join(analyses.REGISTRY)}")
+    return execute(
+        models,
+        datasets,
+        config.workspace,
+        [(name, analyses.REGISTRY[name]) for name in names],
+        options={"split_seed": config.seed},
+        config=config.raw,
+        inference=config.inference,
+        shard_size=config.shard_size,
+        gpus_per_task=config.gpus_per_task,
+        cpus_per_task=config.cpus_per_task,
+        ray_address=config.ray_address,
+        num_cpus=config.num_cpus,
+    )

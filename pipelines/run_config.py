@@ -1,0 +1,172 @@
+"""``uebench run`` configuration: a TOML file naming models, datasets, workspace, Ray resources and analyses.
+
+Example (every key but ``models`` and one dataset is optional)::
+
+    workspace = "runs/zoo-2026"
+    models = ["timm:resnet50.a1_in1k", "timm:vit_*", "file:more-models.txt"]
+    analyses = ["selective", "hsc", "cood"]       # default: every analysis that applies
+
+    [datasets.imagenet-val]                       # ImageNet-1k val, folder-per-wnid layout
+    kind = "id"
+    root = "/data/imagenet/val"
+
+    [datasets.imagenet-val-flat]                  # ... or the flat layout with a ground-truth file
+    kind = "id"
+    root = "/data/ILSVRC2012_img_val"
+    ground_truth = "/data/LOC_val_solution.csv"
+
+    [datasets.imagenet21k]                        # OOD: any <wnid>/<image> folder
+    kind = "ood"
+    root = "/data/fall11_whole"
+
+    [ray]
+    address = "auto"        # an existing cluster; omit for a local instance
+    num_cpus = 16           # local instance only
+    cpus_per_task = 4
+    gpus_per_task = 0.5     # fractional GPUs pack small models; 0 = CPU
+
+    [inference]
+    batch_size = 128
+    shard_size = 10000
+    amp = true              # bf16 autocast on CUDA; logits stored in fp32
+    channels_last = true
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import UserError
+from pipelines.inference import DEFAULT_CONFIDENCES, InferenceOptions
+
+KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed"}
+RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
+INFERENCE_KEYS = {"batch_size", "shard_size", "amp", "channels_last", "device", "confidences"}
+DATASET_KEYS = {"kind", "root", "ground_truth"}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset: name, kind (id | ood), root folder, optional flat-layout ground-truth file."""
+
+    name: str
+    kind: str
+    root: Path
+    ground_truth: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated ``uebench run`` configuration."""
+
+    workspace: Path
+    models: list[str]
+    datasets: list[DatasetConfig]
+    analyses: list[str] | None = None
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    cpus_per_task: int = 1
+    gpus_per_task: float = 0.0
+    shard_size: int = 10_000
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    seed: int = 0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _unknown(where: str, given: dict, known: set[str]) -> None:
+    extra = sorted(set(given) - known)
+    if extra:
+        raise UserError(f"unknown key(s) {', '.join(extra)} in {where}; known: {', '.join(sorted(known))}")
+
+
+def _typed(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise UserError(f"{where} must be {what}, got {value!r}")
+    if not isinstance(value, kind):
+        raise UserError(f"{where} must be {what}, got {value!r}")
+    return value
+
+
+def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None) -> RunConfig:
+    """Validate a parsed TOML mapping; relative paths resolve against ``base`` (the config's folder)."""
+    _unknown("the config", raw, KNOWN_KEYS)
+    models = raw.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise UserError("the config needs `models = [\"timm:resnet50.a1_in1k\", ...]` (a non-empty list of specs)")
+    tables = raw.get("datasets")
+    if not isinstance(tables, dict) or not tables:
+        raise UserError("the config needs at least one [datasets.<name>] table with kind and root")
+    datasets = []
+    for name, table in tables.items():
+        where = f"[datasets.{name}]"
+        _typed(where, table, dict, "a table")
+        _unknown(where, table, DATASET_KEYS)
+        kind = table.get("kind")
+        if kind not in ("id", "ood"):
+            raise UserError(f"{where} kind must be \"id\" or \"ood\", got {kind!r}")
+        if "root" not in table:
+            raise UserError(f"{where} needs root = \"/path/to/images\"")
+        root = (base / _typed(f"{where} root", table["root"], str, "a path")).expanduser()
+        truth = table.get("ground_truth")
+        truth_path = (base / _typed(f"{where} ground_truth", truth, str, "a path")) if truth is not None else None
+        datasets.append(DatasetConfig(name, kind, root, truth_path))
+    ray = raw.get("ray", {})
+    _typed("[ray]", ray, dict, "a table")
+    _unknown("[ray]", ray, RAY_KEYS)
+    inference = raw.get("inference", {})
+    _typed("[inference]", inference, dict, "a table")
+    _unknown("[inference]", inference, INFERENCE_KEYS)
+    batch_size = _typed("[inference] batch_size", inference.get("batch_size", 32), int, "a positive integer")
+    shard_size = _typed("[inference] shard_size", inference.get("shard_size", 10_000), int, "a positive integer")
+    cpus_per_task = _typed("[ray] cpus_per_task", ray.get("cpus_per_task", 1), int, "a positive integer")
+    gpus_per_task = float(_typed("[ray] gpus_per_task", ray.get("gpus_per_task", 0.0), (int, float), "a number ≥ 0"))
+    if batch_size < 1 or shard_size < 1 or cpus_per_task < 1 or gpus_per_task < 0:
+        raise UserError("batch_size, shard_size and cpus_per_task must be ≥ 1 and gpus_per_task ≥ 0")
+    device = inference.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"[inference] device must be auto, cpu or cuda, got {device!r}")
+    confidences = tuple(inference.get("confidences", DEFAULT_CONFIDENCES))
+    from cood.confidence import REGISTRY
+
+    unknown_kappa = [c for c in confidences if c not in REGISTRY]
+    if unknown_kappa:
+        raise UserError(f"[inference] unknown confidences {unknown_kappa}; known: {', '.join(sorted(REGISTRY))}")
+    analyses = raw.get("analyses")
+    if analyses is not None and not (isinstance(analyses, list) and all(isinstance(a, str) for a in analyses)):
+        raise UserError("analyses must be a list of names, e.g. [\"selective\", \"hsc\", \"cood\"]")
+    chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
+    return RunConfig(
+        workspace=Path(chosen).expanduser(),
+        models=models,
+        datasets=datasets,
+        analyses=analyses,
+        ray_address=ray.get("address"),
+        num_cpus=ray.get("num_cpus"),
+        num_gpus=ray.get("num_gpus"),
+        cpus_per_task=cpus_per_task,
+        gpus_per_task=gpus_per_task,
+        shard_size=shard_size,
+        inference=InferenceOptions(
+            batch_size=batch_size, device=device, amp=bool(inference.get("amp", False)),
+            channels_last=bool(inference.get("channels_last", False)), threads=cpus_per_task,
+            confidences=confidences,
+        ),
+        seed=_typed("seed", raw.get("seed", 0), int, "an integer"),
+        raw=raw,
+    )
+
+
+def load_config(path: Path, workspace: Path | None = None) -> RunConfig:
+    """Read and validate a TOML run configuration; one-line UserError for every mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(raw, path.resolve().parent, workspace)
