@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export NLTK_DATA := $(CURDIR)/.nltk_data
 
-.PHONY: demo test lint bench wordnet clean
+.PHONY: demo test lint bench wordnet browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: $(STAMP)
 wordnet: $(STAMP)
 	-@bash scripts/install_wordnet.sh
 
-test: $(STAMP) wordnet
+# Headless Chromium is only needed by the report screenshot test; best effort (the test says why it skips).
+browser:
+	-@bash scripts/install_chromium.sh
+
+test: $(STAMP) wordnet browser
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 

@@ -54,9 +54,41 @@ def cood(ctx: RunContext) -> dict[str, pl.DataFrame]:
     return _concat(parts)
 
 
+def hsc(ctx: RunContext) -> dict[str, pl.DataFrame]:
+    """Hierarchical selective classification of every model on the first ID dataset (hsc.md §7).
+
+    The hierarchy is the packaged ImageNet-1k WordNet tree; rows with temperature scaling use the T fitted on
+    the same seeded split as the selective analysis. Options: ``hsc_repetitions`` (threshold-study splits,
+    default 1000), ``hsc_alphas`` (default hsc.study.DEFAULT_ALPHAS), ``split_seed``.
+    """
+    from hsc.hierarchy import load_imagenet_hierarchy
+    from hsc.study import DEFAULT_ALPHAS
+    from hsc.temperature import fit_temperature_result
+    from pipelines.analysis_hsc import analyse_hsc
+    from pipelines.analysis_selective import stratified_split
+
+    hierarchy = load_imagenet_hierarchy()
+    seed = ctx.options.get("split_seed", 0)
+    dataset = ctx.id_datasets()[0]
+    parts = []
+    for ms in ctx.models:
+        out = read_outputs(ctx.workspace, ms.model_id, dataset.name)
+        fit_idx, _, _ = stratified_split(out.labels, seed=seed)
+        temperature = fit_temperature_result(out.logits[fit_idx], out.labels[fit_idx]).temperature
+        parts.append(
+            analyse_hsc(
+                ms.model_id, out.logits, out.labels, hierarchy, temperature=temperature,
+                alphas=ctx.options.get("hsc_alphas", DEFAULT_ALPHAS),
+                repetitions=ctx.options.get("hsc_repetitions", 1000), seed=seed,
+            )
+        )
+    return _concat(parts)
+
+
 REGISTRY: dict[str, Analysis] = {
     "selective": selective,
     "cood": cood,
+    "hsc": hsc,
 }
 
 # Dataset kinds an analysis needs (default: an ID dataset).

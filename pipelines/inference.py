@@ -14,6 +14,7 @@ down to batch size 1. Workers never open the results database.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -47,7 +48,11 @@ class TransientError(RuntimeError):
 class InferenceOptions:
     """How model tasks run. device: "auto" (CUDA when the task has a GPU, else CPU) | "cpu" | "cuda";
     amp: bf16 autocast on CUDA (logits stored in fp32); channels_last: NHWC memory format on CUDA;
-    confidences: logit-based κ columns written by workers (cood.confidence names)."""
+    confidences: logit-based κ columns written by workers (cood.confidence names);
+    model_confidences: model-in-the-loop columns (pipelines.model_confidence: odin, msp_t2, mcd_neg_entropy,
+    mcd_pred), computed per batch next to the forward pass; mc_passes / seed: MC-dropout passes and base seed
+    (batch b of shard s uses seed + 1_000_003 · s + b, recorded in the shard metadata); drop_rate: timm
+    models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -55,6 +60,10 @@ class InferenceOptions:
     channels_last: bool = False
     threads: int = 1
     confidences: tuple[str, ...] = DEFAULT_CONFIDENCES
+    model_confidences: tuple[str, ...] = ()
+    mc_passes: int = 30
+    seed: int = 0
+    drop_rate: float | None = None
 
     def precision(self) -> str:
         return "bf16-autocast" if self.amp else "fp32"
@@ -103,27 +112,40 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _forward_all(
-    model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, device: str
-) -> tuple[np.ndarray, int]:
-    """Logits ``(N, 1000) float32`` of all crops; halves the batch on out-of-memory. Returns (logits, batch)."""
+    model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, device: str, shard: int = 0
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Logits ``(N, 1000) float32`` of all crops and the requested model-in-the-loop columns (name -> (N,));
+    halves the batch on out-of-memory. Returns (logits, model confidence columns, final batch size)."""
     import torch
 
+    from pipelines import model_confidence
     from pipelines.preprocess import normalise
 
     batch_size = opts.batch_size
     outputs: list[np.ndarray] = []
+    extra: dict[str, list[np.ndarray]] = {name: [] for name in opts.model_confidences}
     start = 0
+    batch_index = 0
     use_cuda = device.startswith("cuda")
     while start < len(crops):
         chunk = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size]))
         if use_cuda:
             chunk = chunk.pin_memory()
         try:
+            x = normalise(chunk, ms.preprocess, device)  # outside inference mode: ODIN needs its gradient
+            if use_cuda and opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and opts.amp):
-                x = normalise(chunk, ms.preprocess, device)
-                if use_cuda and opts.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
                 logits = model(x).float()
+            logits_np = logits.cpu().numpy()
+            columns = (
+                model_confidence.compute(
+                    model, x, ms.preprocess.std, opts.model_confidences, logits=logits_np,
+                    mc_passes=opts.mc_passes, seed=opts.seed + 1_000_003 * shard + batch_index,
+                )
+                if opts.model_confidences
+                else {}
+            )
         except RuntimeError as exc:
             if not _is_oom(exc) or batch_size == 1:
                 raise
@@ -131,9 +153,36 @@ def _forward_all(
             if use_cuda:
                 torch.cuda.empty_cache()
             continue
-        outputs.append(logits.cpu().numpy())
+        outputs.append(logits_np)
+        for name, values in columns.items():
+            extra[name].append(values)
         start += len(chunk)
-    return (np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)), batch_size
+        batch_index += 1
+    logits_all = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
+    return logits_all, {name: np.concatenate(parts) for name, parts in extra.items() if parts}, batch_size
+
+
+def model_confidence_params(model, ms: ModelSpec, opts: InferenceOptions, device: str) -> dict[str, dict]:
+    """Provenance of the model-in-the-loop columns: ODIN's T and ε; MC dropout's passes, base seed and the
+    dropout sites it samples (module names with p, and functional-dropout p) for this model."""
+    import torch
+
+    from pipelines import model_confidence
+
+    params: dict[str, dict] = {}
+    if {"odin", "msp_t2"} & set(opts.model_confidences):
+        odin = {"temperature": model_confidence.ODIN_TEMPERATURE, "epsilon": model_confidence.ODIN_EPSILON}
+        params.update({name: odin for name in ("odin", "msp_t2") if name in opts.model_confidences})
+    if {"mcd_neg_entropy", "mcd_pred"} & set(opts.model_confidences):
+        size = ms.preprocess.input_size
+        probe = torch.zeros((1, 3, size, size), device=device)
+        report = model_confidence.dropout_report(model, probe)
+        mcd = {
+            "passes": opts.mc_passes, "seed": opts.seed, "dropout_modules": [list(m) for m in report.modules],
+            "functional_dropout_p": list(report.functional),
+        }
+        params.update({name: mcd for name in ("mcd_neg_entropy", "mcd_pred") if name in opts.model_confidences})
+    return params
 
 
 def _inject_fault(out: Path) -> None:
@@ -170,10 +219,11 @@ def model_task(
         device = opts.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        key = (ms.model_id, device, opts.channels_last)
+        drop_rate = opts.drop_rate if ms.source == "timm" else None
+        key = (ms.model_id, device, opts.channels_last, drop_rate)
         if key not in _LOADED:
             _LOADED.clear()  # keep one model per worker process: the next shard of the same model reuses it
-            model = build_model(ms).to(device)
+            model = build_model(ms, drop_rate).to(device)
             if device.startswith("cuda") and opts.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             info = {
@@ -182,7 +232,7 @@ def model_task(
             }
             _LOADED[key] = (model, info)
         model, result.model_info = _LOADED[key]
-        logits, result.batch_size = _forward_all(model, entry.crops(), ms, opts, device)
+        logits, model_columns, result.batch_size = _forward_all(model, entry.crops(), ms, opts, device, shard)
         if logits.shape[1] != 1000:
             raise ValueError(f"model emitted {logits.shape[1]} logits, expected the 1000 ImageNet-1k classes")
         _inject_fault(out)
@@ -191,9 +241,10 @@ def model_task(
             sample_ids=[dataset.sample_ids[i] for i in entry.indices],
             labels=np.asarray([dataset.labels[i] for i in entry.indices], dtype=np.int64),
             logits=logits,
-            confidences=compute(logits, opts.confidences),
+            confidences={**compute(logits, opts.confidences), **model_columns},
             metadata={"model_spec": ms.spec, "preprocess": ms.preprocess.signature, "device": device,
-                      "precision": opts.precision()},
+                      "precision": opts.precision(),
+                      "kappa_params": json.dumps(model_confidence_params(model, ms, opts, device), sort_keys=True)},
         )
         result.n_samples, result.device = len(entry.indices), device
     except Exception as exc:
@@ -206,6 +257,27 @@ def model_task(
         result.error = f"{type(exc).__name__}: {message}{where}"
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """UserError within ``timeout_s`` when a ``host:port`` / ``ray://host:port`` address does not accept a TCP
+    connection (ray.init itself retries for minutes and logs from C++ before giving up). ``auto`` is left to Ray."""
+    import socket
+
+    from pipelines.errors import UserError
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); start it with `ray start --head` "
+            "or drop [ray] address to run locally"
+        ) from None
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -223,6 +295,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:

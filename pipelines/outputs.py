@@ -12,9 +12,10 @@ temporary name in the same folder and renamed.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,8 @@ class Outputs:
     """All shards of one (model, dataset), concatenated in sample_id order.
 
     sample_ids: N strings; labels: (N,) int64; logits: (N, C) float32 or None when not stored;
-    pred: (N,) int64; confidences: name -> (N,) float64.
+    pred: (N,) int64; confidences: name -> (N,) float64; metadata: the Parquet schema metadata of the first
+    shard (provenance: model spec, preprocess signature, device, precision, kappa_params JSON).
     """
 
     sample_ids: list[str]
@@ -97,6 +99,11 @@ class Outputs:
     logits: np.ndarray | None
     pred: np.ndarray
     confidences: dict[str, np.ndarray]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def kappa_params(self, kappa: str) -> dict | None:
+        """Parameters of a model-in-the-loop κ recorded at inference (ODIN T, ε; MC-dropout passes, p), or None."""
+        return json.loads(self.metadata.get("kappa_params", "{}")).get(kappa)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -108,7 +115,9 @@ def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise UserError(f"no outputs for model {model_id!r} on dataset {dataset!r} under {folder}")
-    table = pa.concat_tables([pq.read_table(f) for f in files])
+    tables = [pq.read_table(f) for f in files]
+    metadata = {k.decode(): v.decode() for k, v in (tables[0].schema.metadata or {}).items()}
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     table = table.sort_by("sample_id")
     reserved = {"sample_id", "label", "logits", "pred"}
     logits = None
@@ -126,4 +135,5 @@ def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
             for name in table.column_names
             if name not in reserved
         },
+        metadata=metadata,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipelines import analyses
-from pipelines.datasets import ImageDataset, load_flat, load_folder
+from pipelines.datasets import ImageDataset, load_flat, load_folder, load_ood_split
 from pipelines.driver import RunContext, execute
 from pipelines.errors import UserError
 from pipelines.run_config import RunConfig
@@ -16,6 +16,13 @@ def load_datasets(config: RunConfig) -> list[ImageDataset]:
     for ds in config.datasets:
         if ds.ground_truth is not None:
             loaded.append(load_flat(ds.name, ds.root, ds.ground_truth))
+        elif ds.kind == "ood":
+            loaded.append(
+                load_ood_split(
+                    ds.name, ds.root, config.workspace, seed=config.seed, per_class=ds.per_class,
+                    n_estimation=ds.n_estimation, min_images=ds.per_class, min_classes=config.cood_window,
+                )
+            )
         else:
             loaded.append(load_folder(ds.name, ds.root, ds.kind))
     return loaded
@@ -32,6 +39,13 @@ def default_analyses(datasets: list[ImageDataset]) -> list[str]:
     return wanted
 
 
+def cood_kappas(config: RunConfig) -> tuple[str, ...]:
+    """κ of the C-OOD analysis: the standard logit-based three plus every model-in-the-loop score requested
+    (``mcd_pred`` is a prediction, not a score)."""
+    extra = tuple(name for name in config.inference.model_confidences if name != "mcd_pred")
+    return ("msp", "neg_entropy", "max_logit", *extra)
+
+
 def run_from_config(config: RunConfig) -> RunContext:
     """Validate everything that can be validated before touching the workspace, then run."""
     datasets = load_datasets(config)
@@ -45,7 +59,10 @@ def run_from_config(config: RunConfig) -> RunContext:
         datasets,
         config.workspace,
         [(name, analyses.REGISTRY[name]) for name in names],
-        options={"split_seed": config.seed},
+        options={
+            "split_seed": config.seed, "cood_kappas": cood_kappas(config), "cood_window": config.cood_window,
+            "cood_levels": config.cood_levels, "hsc_repetitions": config.hsc_repetitions,
+        },
         config=config.raw,
         inference=config.inference,
         shard_size=config.shard_size,

@@ -15,9 +15,18 @@ Example (every key but ``models`` and one dataset is optional)::
     root = "/data/ILSVRC2012_img_val"
     ground_truth = "/data/LOC_val_solution.csv"
 
-    [datasets.imagenet21k]                        # OOD: any <wnid>/<image> folder
+    [datasets.imagenet21k]                        # OOD: any <wnid>/<image> folder, restricted to the C-OOD pool
     kind = "ood"
     root = "/data/fall11_whole"
+    per_class = 200                               # images sampled per class (classes with fewer are dropped)
+    n_estimation = 150                            # of which estimate class severity; the rest are the test set
+
+    [cood]
+    window = 1000           # classes per severity level (|ImageNet-1k|)
+    levels = 11
+
+    [hsc]
+    repetitions = 1000      # calibration/test splits of the threshold study
 
     [ray]
     address = "auto"        # an existing cluster; omit for a local instance
@@ -30,6 +39,9 @@ Example (every key but ``models`` and one dataset is optional)::
     shard_size = 10000
     amp = true              # bf16 autocast on CUDA; logits stored in fp32
     channels_last = true
+    model_confidences = ["odin", "mcd_neg_entropy"]   # model-in-the-loop κ (extra passes; see docs/models.md)
+    mc_passes = 30
+    drop_rate = 0.2         # timm models: classifier dropout to build with, so MC dropout has something to sample
 """
 
 from __future__ import annotations
@@ -42,20 +54,28 @@ from typing import Any
 from pipelines.errors import UserError
 from pipelines.inference import DEFAULT_CONFIDENCES, InferenceOptions
 
-KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed"}
+KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc"}
 RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
-INFERENCE_KEYS = {"batch_size", "shard_size", "amp", "channels_last", "device", "confidences"}
-DATASET_KEYS = {"kind", "root", "ground_truth"}
+INFERENCE_KEYS = {
+    "batch_size", "shard_size", "amp", "channels_last", "device", "confidences", "model_confidences", "mc_passes",
+    "drop_rate",
+}
+DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation"}
+COOD_KEYS = {"window", "levels"}
+HSC_KEYS = {"repetitions"}
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One dataset: name, kind (id | ood), root folder, optional flat-layout ground-truth file."""
+    """One dataset: name, kind (id | ood), root folder, optional flat-layout ground-truth file; OOD sets are
+    sampled per class (cood.md §1): ``per_class`` images of which ``n_estimation`` estimate class severity."""
 
     name: str
     kind: str
     root: Path
     ground_truth: Path | None = None
+    per_class: int = 200
+    n_estimation: int = 150
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,9 @@ class RunConfig:
     shard_size: int = 10_000
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     seed: int = 0
+    cood_window: int = 1000
+    cood_levels: int = 11
+    hsc_repetitions: int = 1000
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,7 +136,11 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         root = (base / _typed(f"{where} root", table["root"], str, "a path")).expanduser()
         truth = table.get("ground_truth")
         truth_path = (base / _typed(f"{where} ground_truth", truth, str, "a path")) if truth is not None else None
-        datasets.append(DatasetConfig(name, kind, root, truth_path))
+        per_class = _typed(f"{where} per_class", table.get("per_class", 200), int, "a positive integer")
+        n_estimation = _typed(f"{where} n_estimation", table.get("n_estimation", 150), int, "a positive integer")
+        if not 0 < n_estimation < per_class:
+            raise UserError(f"{where} needs 0 < n_estimation < per_class, got {n_estimation} and {per_class}")
+        datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation))
     ray = raw.get("ray", {})
     _typed("[ray]", ray, dict, "a table")
     _unknown("[ray]", ray, RAY_KEYS)
@@ -135,9 +162,38 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     unknown_kappa = [c for c in confidences if c not in REGISTRY]
     if unknown_kappa:
         raise UserError(f"[inference] unknown confidences {unknown_kappa}; known: {', '.join(sorted(REGISTRY))}")
+    from pipelines.model_confidence import MODEL_CONFIDENCES
+
+    model_confidences = _typed(
+        "[inference] model_confidences", inference.get("model_confidences", []), list, "a list of names"
+    )
+    unknown_model = [c for c in model_confidences if c not in MODEL_CONFIDENCES]
+    if unknown_model:
+        raise UserError(
+            f"[inference] unknown model_confidences {unknown_model}; known: {', '.join(MODEL_CONFIDENCES)}"
+        )
+    mc_passes = _typed("[inference] mc_passes", inference.get("mc_passes", 30), int, "a positive integer")
+    if mc_passes < 1:
+        raise UserError(f"[inference] mc_passes must be a positive integer, got {mc_passes}")
+    drop_rate = inference.get("drop_rate")
+    if drop_rate is not None:
+        drop_rate = float(_typed("[inference] drop_rate", drop_rate, (int, float), "a number in [0, 1)"))
+        if not 0 <= drop_rate < 1:
+            raise UserError(f"[inference] drop_rate must be in [0, 1), got {drop_rate}")
     analyses = raw.get("analyses")
     if analyses is not None and not (isinstance(analyses, list) and all(isinstance(a, str) for a in analyses)):
         raise UserError("analyses must be a list of names, e.g. [\"selective\", \"hsc\", \"cood\"]")
+    seed = _typed("seed", raw.get("seed", 0), int, "an integer")
+    cood = _typed("[cood]", raw.get("cood", {}), dict, "a table")
+    _unknown("[cood]", cood, COOD_KEYS)
+    window = _typed("[cood] window", cood.get("window", 1000), int, "a positive integer")
+    levels = _typed("[cood] levels", cood.get("levels", 11), int, "an integer ≥ 2")
+    hsc = _typed("[hsc]", raw.get("hsc", {}), dict, "a table")
+    _unknown("[hsc]", hsc, HSC_KEYS)
+    repetitions = _typed("[hsc] repetitions", hsc.get("repetitions", 1000), int, "a positive integer")
+    if window < 1 or levels < 2 or repetitions < 1:
+        raise UserError(f"need [cood] window ≥ 1, levels ≥ 2 and [hsc] repetitions ≥ 1, got {window}, {levels}, "
+                        f"{repetitions}")
     chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
     return RunConfig(
         workspace=Path(chosen).expanduser(),
@@ -153,9 +209,13 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         inference=InferenceOptions(
             batch_size=batch_size, device=device, amp=bool(inference.get("amp", False)),
             channels_last=bool(inference.get("channels_last", False)), threads=cpus_per_task,
-            confidences=confidences,
+            confidences=confidences, model_confidences=tuple(model_confidences), mc_passes=mc_passes,
+            drop_rate=drop_rate, seed=seed,
         ),
-        seed=_typed("seed", raw.get("seed", 0), int, "an integer"),
+        seed=seed,
+        cood_window=window,
+        cood_levels=levels,
+        hsc_repetitions=repetitions,
         raw=raw,
     )
 

@@ -127,3 +127,33 @@ def test_unwritable_workspace_is_a_one_line_error():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: workspace /proc/forbidden is not writable")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
+    """C-OOD levels, HSC rules/curves/thresholds for every model, and an HTML report with figures."""
+    from results.store import Store
+
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        rules = store.query("SELECT model_id, rule, risk, temperature_scaled, haurc, gain FROM hsc_rules")
+        study = store.query("SELECT * FROM hsc_calibration WHERE method = 'conformal'")
+        levels = store.query("SELECT model_id, kappa, level, num_levels, ood_auroc FROM cood_levels")
+    # 4 rules × 2 risks × with/without temperature scaling, per model
+    assert rules.group_by("model_id").len()["len"].to_list() == [16] * len(REDUCED_MODELS)
+    assert rules["haurc"].is_between(0, 1).all()
+    # the real pretrained model ranks its hierarchical errors better than a random-weight one (0/1 risk, no TS)
+    selective = {
+        r["model_id"]: r["haurc"]
+        for r in rules.filter((rules["rule"] == "selective") & (rules["risk"] == "01") & ~rules["temperature_scaled"])
+        .iter_rows(named=True)
+    }
+    lite0 = next(m for m in selective if "lite0" in m)
+    random_model = next(m for m in selective if m.endswith("-random"))
+    assert selective[lite0] < selective[random_model]
+    assert set(study["model_id"].to_list()) == set(selective)
+    assert (study["repetitions"] > 0).all()
+    assert levels.height > 0 and levels["ood_auroc"].drop_nulls().is_between(0, 1).all()
+    for (_, _), group in levels.group_by("model_id", "kappa"):
+        assert sorted(group["level"].to_list()) == list(range(group["num_levels"][0]))
+    report = demo_workspace / "reports" / "report.html"
+    html = report.read_text()
+    assert html.count("<img") >= 3 and "hierarchical" in html.lower()

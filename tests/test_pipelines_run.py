@@ -101,8 +101,8 @@ def test_oom_halves_the_batch():
         return model(x)
 
     crops = np.zeros((5, 160, 160, 3), np.uint8)
-    logits, batch = _forward_all(flaky, crops, ms, InferenceOptions(batch_size=8), "cpu")
-    assert logits.shape == (5, 1000) and batch == 2
+    logits, extra, batch = _forward_all(flaky, crops, ms, InferenceOptions(batch_size=8), "cpu")
+    assert logits.shape == (5, 1000) and batch == 2 and extra == {}
     assert calls[:3] == [5, 4, 2]
 
 

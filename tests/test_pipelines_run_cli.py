@@ -1,0 +1,174 @@
+"""`uebench run CONFIG.toml`: config validation, one-line errors for bad input, and a small end-to-end run with
+model-in-the-loop confidences (ODIN, MC dropout) stored with their parameters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.datasets import imagenet1k_wnids
+from pipelines.errors import UserError
+from pipelines.run_config import parse_config
+
+WNIDS = imagenet1k_wnids()[:4]
+
+
+def _images(root: Path, wnids: list[str], per_class: int = 6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c, wnid in enumerate(wnids):
+        (root / wnid).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            pixels = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
+            pixels[..., c % 3] //= 2
+            Image.fromarray(pixels).save(root / wnid / f"img_{k}.jpg", quality=90)
+    return root
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(body)
+    return path
+
+
+def _uebench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"datasets": {"v": {"kind": "id", "root": "x"}}}, "needs `models"),
+        ({"models": ["timm:resnet18"]}, "at least one [datasets"),
+        ({"models": ["timm:resnet18"], "datasets": {"v": {"kind": "val", "root": "x"}}}, "kind must be"),
+        ({"models": ["timm:resnet18"], "datasets": {"v": {"kind": "id"}}, "gpu": 1}, "gpu"),
+        (
+            {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}}, "inference": {"confidences": ["x"]}},
+            "unknown confidences",
+        ),
+        (
+            {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}},
+             "inference": {"model_confidences": ["mahalanobis"]}},
+            "unknown model_confidences ['mahalanobis']",
+        ),
+        (
+            {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}}, "inference": {"mc_passes": 0}},
+            "mc_passes must be a positive integer",
+        ),
+        (
+            {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}}, "inference": {"drop_rate": 1.5}},
+            "drop_rate must be in [0, 1)",
+        ),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path, raw, message):
+    with pytest.raises(UserError) as caught:
+        parse_config(raw, tmp_path)
+    assert message in str(caught.value)
+
+
+def test_config_paths_resolve_against_the_config_folder(tmp_path):
+    config = parse_config(
+        {
+            "models": ["timm:resnet18"], "datasets": {"val": {"kind": "id", "root": "images/val"}},
+            "inference": {"model_confidences": ["odin", "mcd_neg_entropy"], "mc_passes": 8, "drop_rate": 0.2},
+            "seed": 3,
+        },
+        tmp_path,
+    )
+    assert config.datasets[0].root == tmp_path / "images" / "val"
+    assert config.workspace == tmp_path / "uebench-workspace"
+    assert config.inference.model_confidences == ("odin", "mcd_neg_entropy")
+    assert (config.inference.mc_passes, config.inference.drop_rate, config.inference.seed) == (8, 0.2, 3)
+
+
+def test_missing_dataset_folder_is_a_one_line_error(tmp_path):
+    config = _config(tmp_path, 'models = ["timm:test_vit@random"]\n[datasets.val]\nkind = "id"\nroot = "nowhere"\n')
+    _one_line_error(_uebench("run", str(config)), "nowhere")
+
+
+def test_id_folder_with_non_imagenet1k_wnids_is_a_one_line_error(tmp_path):
+    _images(tmp_path / "val", ["n99999999"], per_class=1)
+    config = _config(tmp_path, 'models = ["timm:test_vit@random"]\n[datasets.val]\nkind = "id"\nroot = "val"\n')
+    _one_line_error(_uebench("run", str(config)), "n99999999")
+
+
+def test_unknown_spec_and_non_imagenet1k_head_are_one_line_errors(tmp_path):
+    _images(tmp_path / "val", WNIDS[:1], per_class=1)
+    for spec, fragment in (
+        ("nosuchsource:resnet", "nosuchsource"),
+        ("timm:no_such_architecture_xyz", "no_such_architecture_xyz"),
+        ("timm:vit_base_patch16_224.augreg_in21k", "not the 1,000 ImageNet-1k classes"),
+    ):
+        config = _config(tmp_path, f'models = ["{spec}"]\n[datasets.val]\nkind = "id"\nroot = "val"\n')
+        _one_line_error(_uebench("run", str(config)), fragment)
+    assert not (tmp_path / "uebench-workspace" / "uebench.duckdb").exists()  # nothing written before validation
+
+
+def test_unreachable_ray_address_is_a_quick_one_line_error(tmp_path):
+    _images(tmp_path / "val", WNIDS[:1], per_class=1)
+    config = _config(
+        tmp_path,
+        'models = ["timm:test_vit@random"]\n[datasets.val]\nkind = "id"\nroot = "val"\n'
+        '[ray]\naddress = "127.0.0.1:1"\n',
+    )
+    _one_line_error(_uebench("run", str(config)), "cannot reach the Ray cluster at '127.0.0.1:1'")
+
+
+def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
+    """ODIN / MSP(T=2) / MC-dropout columns come out of inference, match independent recomputation, and their
+    parameters (T, ε, passes, seed, dropout p) are recorded and reach the C-OOD rows."""
+    from cood.confidence import msp
+    from pipelines.outputs import read_outputs
+    from results.store import Store
+
+    _images(tmp_path / "val", WNIDS)
+    from pipelines.demo_data import OOD_PHOTOS
+
+    ood_wnids = sorted({photo.wnid for photo in OOD_PHOTOS})[:5]  # ImageNet-21k classes in the C-OOD pool
+    _images(tmp_path / "ood", ood_wnids, seed=1)
+    config = _config(
+        tmp_path,
+        'models = ["timm:test_efficientnet@random"]\nanalyses = ["selective", "cood"]\nseed = 5\n'
+        '[datasets.val]\nkind = "id"\nroot = "val"\n'
+        '[datasets.ood]\nkind = "ood"\nroot = "ood"\nper_class = 6\nn_estimation = 4\n'
+        '[cood]\nwindow = 2\nlevels = 3\n'
+        '[ray]\nnum_cpus = 2\n'
+        '[inference]\nbatch_size = 8\nmodel_confidences = ["odin", "msp_t2", "mcd_neg_entropy", "mcd_pred"]\n'
+        "mc_passes = 6\ndrop_rate = 0.3\n",
+    )
+    result = _uebench("run", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    workspace = tmp_path / "uebench-workspace"
+    out = read_outputs(workspace, "timm-test_efficientnet-random", "val")
+    assert {"odin", "msp_t2", "mcd_neg_entropy", "mcd_pred"} <= set(out.confidences)
+    np.testing.assert_allclose(out.confidences["msp_t2"], msp(out.logits.astype(np.float64) / 2.0), rtol=1e-6)
+    assert np.all((out.confidences["odin"] > 0) & (out.confidences["odin"] <= 1))
+    assert np.all(out.confidences["mcd_neg_entropy"] <= 1e-12)  # −H ≤ 0
+    # dropout was sampled: the MC mean differs from the deterministic softmax far beyond float64 rounding
+    # (a random-weight head is near-uniform, so the differences are small in absolute terms)
+    assert np.abs(out.confidences["mcd_neg_entropy"] - out.confidences["neg_entropy"]).max() > 1e-12
+    mcd = out.kappa_params("mcd_neg_entropy")
+    assert mcd["passes"] == 6 and mcd["seed"] == 5 and 0.3 in mcd["functional_dropout_p"]
+    assert out.kappa_params("odin") == {"temperature": 2.0, "epsilon": 1e-5}
+    with Store.open(workspace / "uebench.duckdb", read_only=True) as store:
+        rows = store.query("SELECT DISTINCT kappa, kappa_params FROM cood_levels ORDER BY kappa")
+    by_kappa = dict(rows.iter_rows())
+    assert set(by_kappa) == {"msp", "neg_entropy", "max_logit", "odin", "msp_t2", "mcd_neg_entropy"}
+    assert json.loads(by_kappa["odin"])["epsilon"] == 1e-5
+    assert json.loads(by_kappa["mcd_neg_entropy"])["passes"] == 6
