@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def run_demo(
     console: Console | None = None,
 ) -> RunContext:
     """Run the demo end to end into ``workspace``; returns the run context (idempotent: reruns reuse outputs)."""
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no truncation
     started = time.perf_counter()
     workspace = ensure_workspace(workspace)
     with console.status("building the demo images from scikit-image photographs"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import time
 import uuid
 import warnings
@@ -146,7 +147,7 @@ def execute(
     """
     from results.store import Store
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no truncation
     workspace = ensure_workspace(workspace)
     run_id = new_run_id()
     started = _now()
