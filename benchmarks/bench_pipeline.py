@@ -39,13 +39,14 @@ def make_images(root: Path, n: int, seed: int = 0) -> Path:
     return root
 
 
-def raw_forward_seconds(spec: str, n: int, batch_size: int, device: str) -> float:
+def raw_forward_seconds(spec: str, n: int, batch_size: int, device: str, threads: int) -> float:
+    """Seconds for the bare forward pass over n images as pre-made tensors, ``threads`` intra-op threads."""
     import torch
 
     from pipelines.zoo import build_model, resolve
 
     (ms,) = resolve(spec)
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model = build_model(ms).to(device)
     size = ms.preprocess.input_size
     batch = torch.randn(batch_size, 3, size, size, device=device)
@@ -95,7 +96,10 @@ def main() -> None:
         dataset = load_folder("bench", make_images(work / "images", n), "id")
         init_ray(num_cpus=2)
         shard = max(1, n // 8)
-        raw = raw_forward_seconds(args.model, n, args.batch_size, args.device)
+        # the fair baseline gets the whole machine (both cores) for the forward pass alone; the 1-thread number
+        # is what a single Ray model task (1 CPU) could reach without any decoding
+        raw = raw_forward_seconds(args.model, n, args.batch_size, args.device, threads=2)
+        raw_one = raw_forward_seconds(args.model, n, args.batch_size, args.device, threads=1)
         e2e = timed_run([args.model], dataset, work / "e2e", shard, args.batch_size, args.device)
 
         sweep_models = ["timm:test_vit@random", "timm:test_efficientnet@random", "timm:test_convnext@random",
@@ -112,8 +116,9 @@ def main() -> None:
           "local Ray with 2 CPUs\n")
     print("| operation | N | ours (s) | baseline (s) | ratio | target |")
     print("|---|---|---|---|---|---|")
-    print(f"| end-to-end {args.model} (img/s: ours {n / e2e:.1f}, raw {n / raw:.1f}) | {n} | {e2e:.2f} | "
-          f"{raw:.2f} (raw forward) | {raw / e2e:.2f} of raw throughput | ≥ 0.85 |")
+    print(f"| end-to-end {args.model} (img/s: ours {n / e2e:.1f}, raw {n / raw:.1f} on 2 threads, "
+          f"{n / raw_one:.1f} on 1) | {n} | {e2e:.2f} | {raw:.2f} (raw forward, 2 threads) | "
+          f"{raw / e2e:.2f} of raw throughput | ≥ 0.85 |")
     print(f"| 4-model sweep, one signature, decode once | {n} | {shared:.2f} | {independent:.2f} "
           f"(4 independent runs) | {shared / independent:.2f}× | ≤ 0.6× |")
 

@@ -2,11 +2,12 @@
 ``hsc_curves`` and ``hsc_calibration`` tables (results/schema.py).
 
 - ``hsc_rules``: exact hAURC (raw, not ×1000) of every rule (selective, climbing, max_coverage, jumping) ×
-  risk ("01", "severity"), with the % gain over Selective in the same setting; ``grid`` is NULL (exact sweep).
-  Rows without temperature scaling always; with ``temperature`` given, also rows from ``logits / T``
+  risk kind (``risk_type``: "01", "severity"), with the % gain over Selective in the same setting; ``grid`` is
+  NULL (exact sweep). Rows without temperature scaling always; with ``temperature`` given, also rows from ``logits / T``
   (``temperature_scaled`` = true) over the same samples.
 - ``hsc_curves``: the exact hRC curves, downsampled for storage to at most :data:`MAX_CURVE_POINTS` points per
-  (rule, risk): evenly spaced positions along the θ-ordered points, always keeping θ = 0 and θ = 1.
+  (rule, risk_type): evenly spaced positions along the θ-ordered points, always keeping θ = 0 and θ = 1; the
+  numeric risk of each point is ``risk``.
 - ``hsc_calibration``: the threshold study (:func:`hsc.study.threshold_study`) without temperature scaling,
   every α of ``alphas``: Climbing thresholds by conformal, pac (δ = 0.1) and quantile, and the DARTS baseline
   (ε = α; its ``theta_mean`` is the mean λ).
@@ -34,7 +35,7 @@ RULES_COLUMNS: dict[str, type[pl.DataType]] = {
     "model_id": pl.String,
     "rule": pl.String,
     "temperature_scaled": pl.Boolean,
-    "risk": pl.String,
+    "risk_type": pl.String,
     "haurc": pl.Float64,
     "gain": pl.Float64,
     "grid": pl.Int32,
@@ -44,11 +45,11 @@ CURVES_COLUMNS: dict[str, type[pl.DataType]] = {
     "model_id": pl.String,
     "rule": pl.String,
     "temperature_scaled": pl.Boolean,
-    "risk": pl.String,
+    "risk_type": pl.String,
     "point": pl.Int32,
     "theta": pl.Float64,
     "coverage": pl.Float64,
-    "value": pl.Float64,
+    "risk": pl.Float64,
 }
 CALIBRATION_COLUMNS: dict[str, type[pl.DataType]] = {
     "model_id": pl.String,
@@ -102,11 +103,11 @@ def _rule_rows(
                     "model_id": model_id,
                     "rule": rule,
                     "temperature_scaled": scaled,
-                    "risk": risk,
+                    "risk_type": risk,
                     "point": i,
                     "theta": float(points.thetas[k]),
                     "coverage": float(points.coverage[k]),
-                    "value": float(values[k]),
+                    "risk": float(values[k]),
                 }
                 for i, k in enumerate(keep.tolist())
             )
@@ -116,7 +117,7 @@ def _rule_rows(
                 "model_id": model_id,
                 "rule": rule,
                 "temperature_scaled": scaled,
-                "risk": risk,
+                "risk_type": risk,
                 "haurc": value,
                 "gain": 0.0 if rule == "selective" else curves.gain(value, areas["selective", risk]),
                 "grid": None,

@@ -56,7 +56,7 @@ def _hsc_table(db_path: Path) -> Table:
     with Store.open(db_path, read_only=True) as store:
         rules = store.query(
             "SELECT model_id, rule, haurc, gain FROM hsc_rules "
-            "WHERE risk = '01' AND NOT temperature_scaled ORDER BY model_id, rule"
+            "WHERE risk_type = '01' AND NOT temperature_scaled ORDER BY model_id, rule"
         )
         conformal = store.query(
             f"SELECT model_id, theta_mean, accuracy_mean, coverage_mean, violation_rate, repetitions "

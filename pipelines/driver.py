@@ -208,15 +208,20 @@ def execute(
             warnings.simplefilter("always")
             try:
                 produced = analysis(context)
-            except UserError as exc:
-                errors.append(f"{name}: {exc}")
-                console.print(f"[red]analysis {name} failed:[/red] {exc}")
+            except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
+                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                errors.append(f"{name}: {message}")
+                console.print(f"[red]analysis {name} failed:[/red] {message}")
                 continue
         for message in sorted({str(w.message) for w in caught}):
             console.print(f"[yellow]note[/yellow] ({name}): {message}")
-        with Store.open(db_path) as store:
-            for table, frame in produced.items():
-                store.ingest(table, frame)
+        try:
+            with Store.open(db_path) as store:
+                store.ingest_frames(produced)  # one transaction: all of an analysis's tables or none
+        except Exception as exc:
+            errors.append(f"{name}: ingest failed: {type(exc).__name__}: {exc}")
+            console.print(f"[red]analysis {name}: ingest failed:[/red] {exc}")
+            continue
         console.print(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
     status = "ok"
     if failed_models or errors:

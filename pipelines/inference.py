@@ -37,7 +37,8 @@ TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCC
 
 
 # The model most recently used by this worker process, reused by later shards of the same model.
-_LOADED: dict[tuple[str, str, bool], tuple[Any, dict[str, Any]]] = {}
+_LOADED: dict[tuple[str, str, bool, float | None], tuple[Any, dict[str, Any]]] = {}
+_CODE_VERSION: list[str] = []
 
 
 class TransientError(RuntimeError):
@@ -52,7 +53,8 @@ class InferenceOptions:
     model_confidences: model-in-the-loop columns (pipelines.model_confidence: odin, msp_t2, mcd_neg_entropy,
     mcd_pred), computed per batch next to the forward pass; mc_passes / seed: MC-dropout passes and base seed
     (batch b of shard s uses seed + 1_000_003 · s + b, recorded in the shard metadata); drop_rate: timm
-    models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout)."""
+    models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout);
+    ood_logits: store full logits for OOD datasets too (ID logits are always stored; cood.md §8)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -64,6 +66,7 @@ class InferenceOptions:
     mc_passes: int = 30
     seed: int = 0
     drop_rate: float | None = None
+    ood_logits: bool = True
 
     def precision(self) -> str:
         return "bf16-autocast" if self.amp else "fp32"
@@ -213,7 +216,11 @@ def model_task(
         import torch
 
         from cood.confidence import compute
+        from pipelines.provenance import code_version, library_versions
         from pipelines.zoo import build_model, weights_fingerprint
+
+        if not _CODE_VERSION:
+            _CODE_VERSION.append(code_version())  # once per worker process (it may call git)
 
         torch.set_num_threads(max(1, opts.threads))
         device = opts.device
@@ -242,8 +249,10 @@ def model_task(
             labels=np.asarray([dataset.labels[i] for i in entry.indices], dtype=np.int64),
             logits=logits,
             confidences={**compute(logits, opts.confidences), **model_columns},
+            store_logits=dataset.kind != "ood" or opts.ood_logits,
             metadata={"model_spec": ms.spec, "preprocess": ms.preprocess.signature, "device": device,
-                      "precision": opts.precision(),
+                      "precision": opts.precision(), "code_version": _CODE_VERSION[0],
+                      "libraries": json.dumps(library_versions(), sort_keys=True),
                       "kappa_params": json.dumps(model_confidence_params(model, ms, opts, device), sort_keys=True)},
         )
         result.n_samples, result.device = len(entry.indices), device

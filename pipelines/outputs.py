@@ -42,12 +42,14 @@ def write_shard(
     logits: np.ndarray,
     confidences: dict[str, np.ndarray],
     metadata: dict[str, str] | None = None,
+    store_logits: bool = True,
 ) -> Path:
     """Write one shard atomically.
 
     sample_ids: N relative paths; labels: (N,) int; logits: (N, C) float32 (stored as a fixed-size list);
     confidences: name -> (N,) float64. ``pred`` is the first maximal logit. ``metadata`` goes into the Parquet
-    schema metadata (provenance).
+    schema metadata (provenance). ``store_logits=False`` leaves the logits column out (large OOD sets: every
+    κ is then read from its stored column).
     """
     n = len(sample_ids)
     logits = np.ascontiguousarray(logits, dtype=np.float32)
@@ -60,6 +62,8 @@ def write_shard(
         "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes),
         "pred": pa.array(logits.argmax(axis=1).astype(np.int32)),
     }
+    if not store_logits:
+        del columns["logits"]
     for name, values in confidences.items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float64))
     table = pa.table(columns)

@@ -6,14 +6,10 @@ Example (every key but ``models`` and one dataset is optional)::
     models = ["timm:resnet50.a1_in1k", "timm:vit_*", "file:more-models.txt"]
     analyses = ["selective", "hsc", "cood"]       # default: every analysis that applies
 
-    [datasets.imagenet-val]                       # ImageNet-1k val, folder-per-wnid layout
+    [datasets.imagenet-val]                       # ImageNet-1k val (one ID set per run), folder-per-wnid layout
     kind = "id"
     root = "/data/imagenet/val"
-
-    [datasets.imagenet-val-flat]                  # ... or the flat layout with a ground-truth file
-    kind = "id"
-    root = "/data/ILSVRC2012_img_val"
-    ground_truth = "/data/LOC_val_solution.csv"
+    # ... or the flat layout: root = "/data/ILSVRC2012_img_val" and ground_truth = "/data/LOC_val_solution.csv"
 
     [datasets.imagenet21k]                        # OOD: any <wnid>/<image> folder, restricted to the C-OOD pool
     kind = "ood"
@@ -42,6 +38,7 @@ Example (every key but ``models`` and one dataset is optional)::
     model_confidences = ["odin", "mcd_neg_entropy"]   # model-in-the-loop κ (extra passes; see docs/models.md)
     mc_passes = 30
     drop_rate = 0.2         # timm models: classifier dropout to build with, so MC dropout has something to sample
+    ood_logits = false      # full OOD logits too (fp32: ≈9 GB per model for the whole pool); κ columns are always kept
 """
 
 from __future__ import annotations
@@ -58,7 +55,7 @@ KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses",
 RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
 INFERENCE_KEYS = {
     "batch_size", "shard_size", "amp", "channels_last", "device", "confidences", "model_confidences", "mc_passes",
-    "drop_rate",
+    "drop_rate", "ood_logits",
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation"}
 COOD_KEYS = {"window", "levels"}
@@ -141,6 +138,13 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         if not 0 < n_estimation < per_class:
             raise UserError(f"{where} needs 0 < n_estimation < per_class, got {n_estimation} and {per_class}")
         datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation))
+    for kind in ("id", "ood"):
+        named = [d.name for d in datasets if d.kind == kind]
+        if len(named) > 1:
+            raise UserError(
+                f"a run takes one {kind} dataset, got {len(named)} ({', '.join(named)}); run one config per {kind} "
+                "set into separate workspaces (results are keyed by model, not by dataset)"
+            )
     ray = raw.get("ray", {})
     _typed("[ray]", ray, dict, "a table")
     _unknown("[ray]", ray, RAY_KEYS)
@@ -211,6 +215,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             channels_last=bool(inference.get("channels_last", False)), threads=cpus_per_task,
             confidences=confidences, model_confidences=tuple(model_confidences), mc_passes=mc_passes,
             drop_rate=drop_rate, seed=seed,
+            ood_logits=_typed("[inference] ood_logits", inference.get("ood_logits", False), bool, "true or false"),
         ),
         seed=seed,
         cood_window=window,

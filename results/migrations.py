@@ -10,12 +10,12 @@ Opening a database writable runs the missing numbered migrations, then :func:`re
 purely additive part of :data:`results.schema.TABLES` (new tables, new nullable columns) — so additive schema
 changes need no numbered migration.
 
-Adding migration 2 (a rename, a type change, a new key — anything not additive):
-1. edit ``results/schema.py`` to the new DDL and set ``SCHEMA_VERSION = 2``;
-2. write ``def _v2(con): ...`` below turning a version-1 database into a version-2 one (``ALTER TABLE``,
+Adding migration n (a rename, a type change, a new key — anything not additive; ``_v2`` is an example):
+1. edit ``results/schema.py`` to the new DDL and set ``SCHEMA_VERSION = n``;
+2. write ``def _vn(con): ...`` below turning a version-(n − 1) database into a version-n one (``ALTER TABLE``,
    ``CREATE TABLE … AS``, ``UPDATE``); a table it touches may not exist yet in an old database (reconcile
    creates it afterwards in the current layout), so guard on :func:`existing_columns`;
-3. add ``2: _v2`` to :data:`MIGRATIONS`.
+3. add ``n: _vn`` to :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -109,4 +109,73 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1}
+# The version-2 layout of the tables _v2 rebuilds, frozen here so that later schema versions do not change what
+# this migration produces ({table} is the name to create).
+_V2_HSC_TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "hsc_rules": (
+        """
+        CREATE TABLE {table} (
+            model_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            risk_type VARCHAR NOT NULL,
+            haurc DOUBLE,
+            gain DOUBLE,
+            grid INTEGER,
+            hierarchy_id VARCHAR,
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk_type)
+        )""",
+        {"risk": "risk_type"},
+    ),
+    "hsc_curves": (
+        """
+        CREATE TABLE {table} (
+            model_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            risk_type VARCHAR NOT NULL,
+            point INTEGER NOT NULL,
+            theta DOUBLE,
+            coverage DOUBLE,
+            risk DOUBLE,
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk_type, point)
+        )""",
+        {"risk": "risk_type", "value": "risk"},
+    ),
+}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _v2(con: duckdb.DuckDBPyConnection) -> None:
+    """Version 1 -> 2: follow architecture.md §5 for the HSC tables. In ``hsc_rules`` and ``hsc_curves`` the
+    risk kind ('01' | 'severity') moves from ``risk`` to ``risk_type`` (part of both primary keys), and in
+    ``hsc_curves`` the numeric risk of a point moves from ``value`` to ``risk``.
+
+    DuckDB cannot rename key columns in place, so each table in the old layout is rebuilt: create the new
+    table, copy every row (renamed columns by their new names; any column outside the layout is kept as an
+    extra nullable column), drop the old one and rename the new one. Tables absent from the database are left
+    to :func:`reconcile`; tables already in the new layout (a ``risk_type`` column) are left as they are.
+    """
+    present = existing_columns(con)
+    for table, (ddl, renames) in _V2_HSC_TABLES.items():
+        old_columns = present.get(table)
+        if old_columns is None or "risk_type" in old_columns or "risk" not in old_columns:
+            continue
+        staging = f"_uebench_v2_{table}"
+        con.execute(f"DROP TABLE IF EXISTS {staging}")
+        con.execute(ddl.format(table=staging))
+        new_columns = existing_columns(con)[staging]
+        for name, dtype in old_columns.items():
+            if renames.get(name, name) not in new_columns:  # not in the v2 layout: keep it, nullable
+                con.execute(f"ALTER TABLE {staging} ADD COLUMN {_quote(name)} {dtype}")
+        targets = ", ".join(_quote(renames.get(name, name)) for name in old_columns)
+        sources = ", ".join(_quote(name) for name in old_columns)
+        con.execute(f"INSERT INTO {staging} ({targets}) SELECT {sources} FROM {table}")
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"ALTER TABLE {staging} RENAME TO {table}")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}

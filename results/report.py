@@ -281,7 +281,7 @@ def _hrc_section(store: Store, models: list[str]) -> Section:
     if not _has_rows(store, "hsc_curves"):
         return Section("hrc", title, _empty("no HSC results in this database"))
     curves = store.query(
-        "SELECT model_id, rule, coverage, value FROM hsc_curves WHERE risk = '01' AND NOT temperature_scaled "
+        "SELECT model_id, rule, coverage, risk FROM hsc_curves WHERE risk_type = '01' AND NOT temperature_scaled "
         "ORDER BY model_id, rule, point"
     )
     present = curves["model_id"].unique(maintain_order=True).to_list()
@@ -294,7 +294,7 @@ def _hrc_section(store: Store, models: list[str]) -> Section:
     for index, model in enumerate(chosen):
         axis = figure.add_subplot(rows, cols, index + 1)
         for (rule,), group in curves.filter(pl.col("model_id") == model).group_by("rule", maintain_order=True):
-            axis.plot(group["coverage"].to_numpy(), group["value"].to_numpy(), label=rule, linewidth=1.3)
+            axis.plot(group["coverage"].to_numpy(), group["risk"].to_numpy(), label=rule, linewidth=1.3)
         axis.set_title(model, fontsize=8)
         axis.set_xlabel("coverage", fontsize=8)
         axis.set_ylabel("hierarchical risk", fontsize=8)

@@ -8,7 +8,7 @@ key: re-ingesting a row with the same key replaces it.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, str] = {
     "runs": """
@@ -174,24 +174,24 @@ TABLES: dict[str, str] = {
             model_id VARCHAR NOT NULL,
             rule VARCHAR NOT NULL,
             temperature_scaled BOOLEAN NOT NULL,
-            risk VARCHAR NOT NULL,              -- 01 | severity
+            risk_type VARCHAR NOT NULL,         -- 01 | severity
             haurc DOUBLE,
             gain DOUBLE,                        -- % improvement of hAURC over Selective, same setting
             grid INTEGER,                       -- NULL = exact sweep
             hierarchy_id VARCHAR,
-            PRIMARY KEY (model_id, rule, temperature_scaled, risk)
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk_type)
         )""",
     "hsc_curves": """
         CREATE TABLE hsc_curves (
             model_id VARCHAR NOT NULL,
             rule VARCHAR NOT NULL,
             temperature_scaled BOOLEAN NOT NULL,
-            risk VARCHAR NOT NULL,
+            risk_type VARCHAR NOT NULL,         -- 01 | severity
             point INTEGER NOT NULL,
             theta DOUBLE,
             coverage DOUBLE,
-            value DOUBLE,                       -- the risk at this point
-            PRIMARY KEY (model_id, rule, temperature_scaled, risk, point)
+            risk DOUBLE,                        -- the risk (of kind risk_type) at this point
+            PRIMARY KEY (model_id, rule, temperature_scaled, risk_type, point)
         )""",
     "hsc_calibration": """
         CREATE TABLE hsc_calibration (
@@ -239,8 +239,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "cood_levels": ("model_id", "kappa", "level"),
     "cood_level_classes": ("model_id", "kappa", "level", "wnid"),
     "cood_class_severity": ("model_id", "kappa", "wnid"),
-    "hsc_rules": ("model_id", "rule", "temperature_scaled", "risk"),
-    "hsc_curves": ("model_id", "rule", "temperature_scaled", "risk", "point"),
+    "hsc_rules": ("model_id", "rule", "temperature_scaled", "risk_type"),
+    "hsc_curves": ("model_id", "rule", "temperature_scaled", "risk_type", "point"),
     "hsc_calibration": ("model_id", "method", "alpha"),
     "reference_cood_levels": ("model_name", "kappa", "level"),
 }

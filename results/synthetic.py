@@ -253,7 +253,7 @@ def synthetic_frames(
         }
     )
 
-    # hsc_rules: model × rule × TS × risk; hierarchical rules beat Selective
+    # hsc_rules: model × rule × TS × risk_type; hierarchical rules beat Selective
     per_model = len(RULES) * 2 * len(RISKS)
     n_rules = n_models * per_model
     rule_col = _tile(_repeat(list(RULES), 2 * len(RISKS)), n_models)
@@ -269,7 +269,7 @@ def synthetic_frames(
             "model_id": _repeat(models, per_model),
             "rule": rule_col,
             "temperature_scaled": _tile(_repeat([False, True], len(RISKS)), n_models * len(RULES)),
-            "risk": _tile(list(RISKS), n_models * len(RULES) * 2),
+            "risk_type": _tile(list(RISKS), n_models * len(RULES) * 2),
             "haurc": haurc,
             "gain": 100.0 * improvement,
             "grid": [None] * n_rules,
@@ -284,11 +284,11 @@ def synthetic_frames(
             "model_id": _repeat(frames["hsc_rules"]["model_id"].to_numpy(), curve_points),
             "rule": _repeat(rule_col, curve_points),
             "temperature_scaled": _repeat(frames["hsc_rules"]["temperature_scaled"].to_numpy(), curve_points),
-            "risk": _repeat(frames["hsc_rules"]["risk"].to_numpy(), curve_points),
+            "risk_type": _repeat(frames["hsc_rules"]["risk_type"].to_numpy(), curve_points),
             "point": _tile(np.arange(curve_points, dtype=np.int32), n_rules),
             "theta": theta,
             "coverage": 1.0 - 0.9 * theta**2,
-            "value": 2.5 * curve_base * (1.0 - theta) ** 1.5,
+            "risk": 2.5 * curve_base * (1.0 - theta) ** 1.5,
         }
     )
     alphas = (0.05, 0.1)

@@ -47,24 +47,26 @@ def test_analysis_rows_match_schema_and_direct_computation():
     assert rules_df.height == 2 * 4 * 2
     probs = leaf_probabilities(logits, H)
     for row in rules_df.filter(~rules_df["temperature_scaled"]).iter_rows(named=True):
-        assert row["haurc"] == pytest.approx(curves.haurc(H, probs, labels, row["rule"], row["risk"]), abs=1e-12)
+        assert row["haurc"] == pytest.approx(curves.haurc(H, probs, labels, row["rule"], row["risk_type"]), abs=1e-12)
         assert row["hierarchy_id"] == H.hierarchy_id and row["grid"] is None
-    plain = {(r["rule"], r["risk"]): r for r in rules_df.filter(~rules_df["temperature_scaled"]).iter_rows(named=True)}
+    plain = {
+        (r["rule"], r["risk_type"]): r for r in rules_df.filter(~rules_df["temperature_scaled"]).iter_rows(named=True)
+    }
     assert plain["climbing", "01"]["gain"] == pytest.approx(
         100 * (plain["selective", "01"]["haurc"] - plain["climbing", "01"]["haurc"]) / plain["selective", "01"]["haurc"]
     )
     scaled_probs = leaf_probabilities(logits, H, 1.7)
     scaled = rules_df.filter(
-        rules_df["temperature_scaled"] & (rules_df["rule"] == "climbing") & (rules_df["risk"] == "severity")
+        rules_df["temperature_scaled"] & (rules_df["rule"] == "climbing") & (rules_df["risk_type"] == "severity")
     )
     assert scaled["haurc"][0] == pytest.approx(curves.haurc(H, scaled_probs, labels, "climbing", "severity"))
     curves_df = tables["hsc_curves"]
     one = curves_df.filter(
-        (curves_df["rule"] == "climbing") & (curves_df["risk"] == "01") & ~curves_df["temperature_scaled"]
+        (curves_df["rule"] == "climbing") & (curves_df["risk_type"] == "01") & ~curves_df["temperature_scaled"]
     )
     assert one["theta"][0] == 0.0 and one["theta"][-1] == 1.0 and one.height <= 512
     assert one["coverage"][0] == pytest.approx(1.0)
-    assert one["value"][0] == pytest.approx(1 - np.mean(probs.argmax(1) == labels))
+    assert one["risk"][0] == pytest.approx(1 - np.mean(probs.argmax(1) == labels))
     cal = tables["hsc_calibration"]
     assert cal.height == 4 * 2 and set(cal["method"]) == {"conformal", "pac", "quantile", "darts"}
     assert cal.filter(cal["method"] == "pac")["delta"].to_list() == [0.1, 0.1]

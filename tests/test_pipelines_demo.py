@@ -134,7 +134,7 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     from results.store import Store
 
     with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
-        rules = store.query("SELECT model_id, rule, risk, temperature_scaled, haurc, gain FROM hsc_rules")
+        rules = store.query("SELECT model_id, rule, risk_type, temperature_scaled, haurc, gain FROM hsc_rules")
         study = store.query("SELECT * FROM hsc_calibration WHERE method = 'conformal'")
         levels = store.query("SELECT model_id, kappa, level, num_levels, ood_auroc FROM cood_levels")
     # 4 rules × 2 risks × with/without temperature scaling, per model
@@ -143,8 +143,9 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     # the real pretrained model ranks its hierarchical errors better than a random-weight one (0/1 risk, no TS)
     selective = {
         r["model_id"]: r["haurc"]
-        for r in rules.filter((rules["rule"] == "selective") & (rules["risk"] == "01") & ~rules["temperature_scaled"])
-        .iter_rows(named=True)
+        for r in rules.filter(
+            (rules["rule"] == "selective") & (rules["risk_type"] == "01") & ~rules["temperature_scaled"]
+        ).iter_rows(named=True)
     }
     lite0 = next(m for m in selective if "lite0" in m)
     random_model = next(m for m in selective if m.endswith("-random"))

@@ -58,6 +58,10 @@ def _one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str
         ({"models": ["timm:resnet18"], "datasets": {"v": {"kind": "val", "root": "x"}}}, "kind must be"),
         ({"models": ["timm:resnet18"], "datasets": {"v": {"kind": "id"}}, "gpu": 1}, "gpu"),
         (
+            {"models": ["m"], "datasets": {"a": {"kind": "id", "root": "x"}, "b": {"kind": "id", "root": "y"}}},
+            "a run takes one id dataset, got 2 (a, b)",
+        ),
+        (
             {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}}, "inference": {"confidences": ["x"]}},
             "unknown confidences",
         ),
@@ -163,6 +167,9 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
     # dropout was sampled: the MC mean differs from the deterministic softmax far beyond float64 rounding
     # (a random-weight head is near-uniform, so the differences are small in absolute terms)
     assert np.abs(out.confidences["mcd_neg_entropy"] - out.confidences["neg_entropy"]).max() > 1e-12
+    ood = read_outputs(workspace, "timm-test_efficientnet-random", "ood")
+    assert ood.logits is None and {"msp", "odin", "mcd_neg_entropy"} <= set(ood.confidences)  # ood_logits off
+    assert "uebench" in out.metadata["code_version"] and "torch" in json.loads(out.metadata["libraries"])
     mcd = out.kappa_params("mcd_neg_entropy")
     assert mcd["passes"] == 6 and mcd["seed"] == 5 and 0.3 in mcd["functional_dropout_p"]
     assert out.kappa_params("odin") == {"temperature": 2.0, "epsilon": 1e-5}

@@ -224,19 +224,97 @@ def test_a_second_numbered_migration_runs_once_in_order(
         calls.append(2)
         con.execute("UPDATE models SET source = upper(source)")
 
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(migrations.MIGRATIONS, 2, v2)
+    nxt = schema.SCHEMA_VERSION + 1  # the next numbered migration after the real ones
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(migrations.MIGRATIONS, nxt, v2)
     for _ in range(2):
         with Store.open(db) as store:
-            assert store.schema_version == 2
+            assert store.schema_version == nxt
             assert store.table("models")["source"].unique().to_list() == ["TIMM"]
             assert store.table("models").height == frames["models"].height
     assert calls == [2]
     with Store.open(db, read_only=True) as store:
-        assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].to_list() == [
-            1,
-            2,
-        ]
+        assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].to_list() == list(
+            range(1, nxt + 1)
+        )
+
+
+def _version1_database(path: Path) -> None:
+    """A version-1 database (schema_version holds 1) with the version-1 HSC layout: the risk kind in ``risk``,
+    the numeric risk of a curve point in ``value``."""
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (1, TIMESTAMP '2024-01-01 00:00:00')")
+    con.execute(
+        "CREATE TABLE hsc_rules (model_id VARCHAR NOT NULL, rule VARCHAR NOT NULL, "
+        "temperature_scaled BOOLEAN NOT NULL, risk VARCHAR NOT NULL, haurc DOUBLE, gain DOUBLE, grid INTEGER, "
+        "hierarchy_id VARCHAR, PRIMARY KEY (model_id, rule, temperature_scaled, risk))"
+    )
+    con.execute(
+        "CREATE TABLE hsc_curves (model_id VARCHAR NOT NULL, rule VARCHAR NOT NULL, "
+        "temperature_scaled BOOLEAN NOT NULL, risk VARCHAR NOT NULL, point INTEGER NOT NULL, theta DOUBLE, "
+        "coverage DOUBLE, value DOUBLE, PRIMARY KEY (model_id, rule, temperature_scaled, risk, point))"
+    )
+    con.executemany("INSERT INTO hsc_rules VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V1_HSC_RULES)
+    con.executemany("INSERT INTO hsc_curves VALUES (?, ?, ?, ?, ?, ?, ?, ?)", V1_HSC_CURVES)
+    con.close()
+
+
+# (model_id, rule, temperature_scaled, risk kind, haurc, gain, grid, hierarchy_id)
+V1_HSC_RULES = [
+    ("m-a", "selective", False, "01", 0.2, 0.0, None, "wn"),
+    ("m-a", "climbing", False, "01", 0.15, 25.0, None, "wn"),
+    ("m-a", "climbing", False, "severity", 0.1, 12.5, 4, "wn"),
+    ("m-b", "climbing", True, "01", 0.3, -5.0, None, None),
+]
+# (model_id, rule, temperature_scaled, risk kind, point, theta, coverage, numeric risk)
+V1_HSC_CURVES = [
+    ("m-a", "climbing", False, "01", 0, 0.0, 1.0, 0.25),
+    ("m-a", "climbing", False, "01", 1, 1.0, 0.4, 0.05),
+    ("m-a", "climbing", False, "severity", 0, 0.0, 1.0, 0.125),
+    ("m-b", "climbing", True, "01", 0, 0.5, 0.75, None),
+]
+
+
+def test_migration_from_version_1_renames_the_hsc_risk_columns(tmp_path: Path) -> None:
+    db = tmp_path / "v1.duckdb"
+    _version1_database(db)
+    with pytest.raises(StoreError, match="schema version 1, older than"):
+        Store.open(db, read_only=True)
+    with Store.open(db) as store:
+        assert store.schema_version == schema.SCHEMA_VERSION
+        rules = store.query(
+            "SELECT model_id, rule, temperature_scaled, risk_type, haurc, gain, grid, hierarchy_id FROM hsc_rules"
+        )
+        curves = store.query(
+            "SELECT model_id, rule, temperature_scaled, risk_type, point, theta, coverage, risk FROM hsc_curves"
+        )
+        columns = migrations.existing_columns(store.connection)
+    assert sorted(rules.rows(), key=str) == sorted(V1_HSC_RULES, key=str)
+    assert sorted(curves.rows(), key=str) == sorted(V1_HSC_CURVES, key=str)
+    for table in ("hsc_rules", "hsc_curves"):
+        expected = {c.name: c.type for c in migrations.contract_columns()[table]}
+        assert columns[table] == expected
+    assert columns["hsc_curves"]["risk"] == "DOUBLE" and "value" not in columns["hsc_curves"]
+    # the migrated tables are keyed by risk_type: re-ingesting a key replaces its row, never duplicates it
+    with Store.open(db) as store:
+        assert store._primary_key("hsc_curves") == schema.PRIMARY_KEYS["hsc_curves"]
+        store.ingest(
+            "hsc_curves",
+            pl.DataFrame(
+                {
+                    "model_id": ["m-a"],
+                    "rule": ["climbing"],
+                    "temperature_scaled": [False],
+                    "risk_type": ["01"],
+                    "point": [1],
+                    "risk": [0.06],
+                }
+            ),
+        )
+        got = store.query("SELECT point, risk FROM hsc_curves WHERE model_id = 'm-a' AND risk_type = '01'")
+        assert store.schema_version == schema.SCHEMA_VERSION
+    assert sorted(got.rows()) == [(0, 0.25), (1, 0.06)]
 
 
 def test_samples_view_over_parquet_outputs(tmp_path: Path) -> None:

@@ -6,5 +6,5 @@ SELECT
     gain,
     rank() OVER (PARTITION BY model_id ORDER BY haurc ASC) AS rank_in_model
 FROM hsc_rules
-WHERE risk = '01' AND NOT temperature_scaled
+WHERE risk_type = '01' AND NOT temperature_scaled
 ORDER BY gain DESC NULLS LAST, model_id, rule
