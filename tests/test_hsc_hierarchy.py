@@ -291,6 +291,18 @@ def test_node_probs_chunks_agree_with_whole():
     np.testing.assert_array_equal(P[5000:5003], H.node_probs(probs[5000:5003]))
 
 
+def test_node_probs_fills_a_given_buffer_and_rejects_a_wrong_one():
+    H, _, _, _ = random_case(4)
+    probs = random_probs(np.random.default_rng(1), 50, H.num_leaves)
+    buffer = np.full((50, H.num_nodes), np.nan)
+    assert H.node_probs(probs, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, H.node_probs(probs))
+    for bad in (np.empty((49, H.num_nodes)), np.empty((50, H.num_nodes), np.float32),
+                np.empty((H.num_nodes, 50)).T):
+        with pytest.raises(ValueError, match="out: expected a C-contiguous float64 array"):
+            H.node_probs(probs, out=bad)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_is_correct_lca_severity_against_sets(seed):
     H, oracle, _, _ = random_case(seed)
