@@ -19,22 +19,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import numpy as np
+from timing import best_time  # benchmarks/timing.py (the script's own folder is on sys.path)
 
 from cood.evaluate import evaluate_levels
 from cood.severity import class_severity, severity_levels
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def loop_severity(conf: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
