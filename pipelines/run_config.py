@@ -225,13 +225,17 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     )
 
 
-def load_config(path: Path, workspace: Path | None = None) -> RunConfig:
-    """Read and validate a TOML run configuration; one-line UserError for every mistake."""
+def load_raw(path: Path) -> dict[str, Any]:
+    """The parsed TOML mapping of a config file; one-line UserError when missing or malformed."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(raw, path.resolve().parent, workspace)
+
+
+def load_config(path: Path, workspace: Path | None = None) -> RunConfig:
+    """Read and validate a TOML run configuration; one-line UserError for every mistake."""
+    return parse_config(load_raw(path), Path(path).resolve().parent, workspace)

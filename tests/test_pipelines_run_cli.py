@@ -179,3 +179,25 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
     assert set(by_kappa) == {"msp", "neg_entropy", "max_logit", "odin", "msp_t2", "mcd_neg_entropy"}
     assert json.loads(by_kappa["odin"])["epsilon"] == 1e-5
     assert json.loads(by_kappa["mcd_neg_entropy"])["passes"] == 6
+
+
+def test_flags_build_or_override_a_config(tmp_path):
+    from pipelines.cmd_run import config_from_flags
+
+    raw = config_from_flags({}, ["timm:resnet18"], tmp_path / "val", tmp_path / "ood", "10.0.0.1:6379", ["selective"])
+    config = parse_config(raw, tmp_path)
+    assert config.models == ["timm:resnet18"] and config.analyses == ["selective"]
+    assert [(d.name, d.kind, d.root) for d in config.datasets] == [
+        ("imagenet-val", "id", tmp_path / "val"), ("imagenet21k", "ood", tmp_path / "ood")
+    ]
+    assert config.ray_address == "10.0.0.1:6379"
+    # with a config file: the flag replaces the ID root and keeps the dataset's name and other keys
+    base = {"models": ["a", "b"], "datasets": {"val": {"kind": "id", "root": "x", "ground_truth": "gt.csv"}}}
+    merged = config_from_flags(base, None, tmp_path / "other", None, None, None)
+    assert merged["models"] == ["a", "b"]
+    assert merged["datasets"] == {"val": {"kind": "id", "root": str(tmp_path / "other"), "ground_truth": "gt.csv"}}
+    assert base["datasets"]["val"]["root"] == "x"  # the parsed config is not modified
+
+
+def test_run_without_config_or_flags_is_a_one_line_error():
+    _one_line_error(_uebench("run"), "give a CONFIG.toml")
