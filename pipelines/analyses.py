@@ -21,7 +21,10 @@ def selective(ctx: RunContext) -> dict[str, pl.DataFrame]:
         for ms in ctx.models:
             out = read_outputs(ctx.workspace, ms.model_id, dataset.name)
             frames.append(
-                analyse_selective(ms.model_id, out.logits, out.labels, split_seed=ctx.options.get("split_seed", 0))
+                analyse_selective(
+                    ms.model_id, out.logits, out.labels, split_seed=ctx.options.get("split_seed", 0),
+                    run_id=ctx.run_id,
+                )
             )
     return {"selective_metrics": pl.concat(frames, how="diagonal_relaxed")} if frames else {}
 
@@ -49,6 +52,7 @@ def cood(ctx: RunContext) -> dict[str, pl.DataFrame]:
             tables, _ = build_benchmark(
                 ms.model_id, kappa, workspace=ctx.workspace, id_dataset=id_set.name, ood_dataset=ood_set.name,
                 window=ctx.options.get("cood_window", 1000), num_levels=ctx.options.get("cood_levels", 11),
+                run_id=ctx.run_id,
             )
             parts.append(tables)
     return _concat(parts)
@@ -79,7 +83,7 @@ def hsc(ctx: RunContext) -> dict[str, pl.DataFrame]:
             analyse_hsc(
                 ms.model_id, out.logits, out.labels, hierarchy, temperature=temperature,
                 alphas=ctx.options.get("hsc_alphas", DEFAULT_ALPHAS),
-                repetitions=ctx.options.get("hsc_repetitions", 1000), seed=seed,
+                repetitions=ctx.options.get("hsc_repetitions", 1000), seed=seed, run_id=ctx.run_id,
             )
         )
     return _concat(parts)

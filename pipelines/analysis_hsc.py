@@ -40,6 +40,7 @@ RULES_COLUMNS: dict[str, type[pl.DataType]] = {
     "gain": pl.Float64,
     "grid": pl.Int32,
     "hierarchy_id": pl.String,
+    "run_id": pl.String,
 }
 CURVES_COLUMNS: dict[str, type[pl.DataType]] = {
     "model_id": pl.String,
@@ -64,6 +65,7 @@ CALIBRATION_COLUMNS: dict[str, type[pl.DataType]] = {
     "accuracy_error": pl.Float64,
     "coverage_mean": pl.Float64,
     "violation_rate": pl.Float64,
+    "run_id": pl.String,
 }
 
 
@@ -138,12 +140,14 @@ def analyse_hsc(
     repetitions: int = 1000,
     seed: int = 0,
     n_cal: int | None = None,
+    run_id: str | None = None,
 ) -> dict[str, pl.DataFrame]:
     """hAURC per rule and risk, the hRC curves and the threshold study of one model.
 
     logits: (N, L) float (L = hierarchy.num_leaves, class i = leaf i); labels: (N,) int leaf indices;
     temperature: T > 0 for additional temperature-scaled hsc_rules/hsc_curves rows; alphas, repetitions,
-    seed, n_cal (default min(5000, N // 2)): the threshold study. Returns {table name: DataFrame} with
+    seed, n_cal (default min(5000, N // 2)): the threshold study; run_id: copied onto the hsc_rules and
+    hsc_calibration rows (provenance). Returns {table name: DataFrame} with
     exactly the columns of results/schema.py.
     """
     labels = hierarchy.check_labels(labels, np.shape(logits)[0] if np.ndim(logits) == 2 else None)
@@ -169,8 +173,12 @@ def analyse_hsc(
         seed=seed,
     )
     calibration_rows = [
-        {"model_id": model_id, **{k: row[k] for k in CALIBRATION_COLUMNS if k != "model_id"}} for row in study_rows
+        {"model_id": model_id, "run_id": run_id,
+         **{k: row[k] for k in CALIBRATION_COLUMNS if k not in ("model_id", "run_id")}}
+        for row in study_rows
     ]
+    for row in rule_rows:
+        row["run_id"] = run_id
     return {
         "hsc_rules": pl.DataFrame(rule_rows, schema=RULES_COLUMNS, orient="row"),
         "hsc_curves": pl.DataFrame(curve_rows, schema=CURVES_COLUMNS, orient="row"),

@@ -75,6 +75,7 @@ COLUMNS: dict[str, type[pl.DataType]] = {
     "split_seed": pl.Int64,
     "split_sha256": pl.String,
     "bin_convention": pl.String,
+    "run_id": pl.String,
 }
 
 
@@ -147,6 +148,7 @@ def analyse_selective(
     kappas: Sequence[str] = DEFAULT_KAPPAS,
     split_seed: int = 0,
     n_fit: int = 5000,
+    run_id: str | None = None,
 ) -> pl.DataFrame:
     """All flat selective metrics of one model: one row per (kappa, temperature_scaled, subset).
 
@@ -154,7 +156,8 @@ def analyse_selective(
     :mod:`cood.confidence`. Returns a DataFrame with exactly the ``selective_metrics`` columns
     (:data:`COLUMNS`); metrics that do not apply (ECE of a non-probability κ, ranking metrics of
     single-class input) are null. ``accuracy`` is a fraction; ``temperature`` is the T applied to the row
-    (1.0 without TS); ``nll_before``/``nll_after`` are the mean NLL on the fit split at T = 1 and at T.
+    (1.0 without TS); ``nll_before``/``nll_after`` are the mean NLL on the fit split at T = 1 and at T;
+    ``run_id`` is copied onto every row (provenance).
     """
     z, y = check_logits(logits, labels, finite=False)  # softmax_stats rejects non-finite logits
     unknown = [k for k in kappas if k not in confidence.REGISTRY]
@@ -178,6 +181,7 @@ def analyse_selective(
         "split_seed": int(split_seed),
         "split_sha256": sha,
         "bin_convention": BIN_CONVENTION,
+        "run_id": run_id,
     }
     eval_position = np.full(z.shape[0], -1, dtype=np.int64)
     eval_position[eval_idx] = np.arange(eval_idx.size)

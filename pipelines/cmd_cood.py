@@ -127,6 +127,7 @@ def build_benchmark(
     window: int = 1000,
     num_levels: int = 11,
     output: Path | None = None,
+    run_id: str | None = None,
 ) -> tuple[dict[str, pl.DataFrame], Path]:
     """Run the C-OOD analysis of one (model, κ) over stored outputs and export it.
 
@@ -155,6 +156,7 @@ def build_benchmark(
         split_seed=manifest.seed,
         code_sha=code_version(),
         kappa_params=id_out.kappa_params(kappa),
+        run_id=run_id,
     )
     folder = Path(output) if output is not None else Path(workspace) / "cood" / model_id / kappa
     export_benchmark(

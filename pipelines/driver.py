@@ -8,6 +8,7 @@ database unchanged.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import sys
 import time
@@ -22,7 +23,7 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.datasets import ImageDataset
+from pipelines.datasets import ImageDataset, ood_manifest_path
 from pipelines.errors import UserError
 from pipelines.inference import InferenceOptions, TaskResult, init_ray, run_inference
 from pipelines.provenance import code_version, device_description, library_versions
@@ -75,8 +76,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def _manifest_sha256(workspace: Path, dataset: ImageDataset) -> str | None:
+    """SHA-256 of an OOD dataset's estimation/test split manifest (None for ID sets or without a manifest)."""
+    path = ood_manifest_path(workspace, dataset.name)
+    if dataset.kind != "ood" or not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _frames_from_inference(
-    run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], results: list[TaskResult]
+    workspace: Path, run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], results: list[TaskResult]
 ) -> dict[str, pl.DataFrame]:
     info = {r.model_id: r.model_info for r in results if r.model_info}
     model_rows = []
@@ -101,7 +110,7 @@ def _frames_from_inference(
     dataset_rows = [
         {
             "dataset": d.name, "kind": d.kind, "root": str(d.root), "n_samples": len(d),
-            "n_classes": len(set(d.labels)), "manifest_sha256": None,
+            "n_classes": len(set(d.labels)), "manifest_sha256": _manifest_sha256(workspace, d),
         }
         for d in datasets
     ]
@@ -197,7 +206,7 @@ def execute(
         workspace=workspace, run_id=run_id, models=[m for m in models if m.model_id not in failed_models],
         datasets=datasets, options=options or {}, console=console,
     )
-    frames = _frames_from_inference(run_id, models, datasets, results)
+    frames = _frames_from_inference(workspace, run_id, models, datasets, results)
     with Store.open(db_path) as store:
         for table, frame in frames.items():
             store.ingest(table, frame)

@@ -121,6 +121,7 @@ TABLES: dict[str, str] = {
             split_seed BIGINT,
             split_sha256 VARCHAR,               -- SHA-256 of the fit-membership mask
             bin_convention VARCHAR,             -- (lo,hi] | [lo,hi)
+            run_id VARCHAR,                     -- the run that wrote the row (provenance: join runs)
             PRIMARY KEY (model_id, kappa, temperature_scaled, subset)
         )""",
     "cood_levels": """
@@ -179,6 +180,7 @@ TABLES: dict[str, str] = {
             gain DOUBLE,                        -- % improvement of hAURC over Selective, same setting
             grid INTEGER,                       -- NULL = exact sweep
             hierarchy_id VARCHAR,
+            run_id VARCHAR,
             PRIMARY KEY (model_id, rule, temperature_scaled, risk_type)
         )""",
     "hsc_curves": """
@@ -207,6 +209,7 @@ TABLES: dict[str, str] = {
             accuracy_error DOUBLE,
             coverage_mean DOUBLE,
             violation_rate DOUBLE,
+            run_id VARCHAR,
             PRIMARY KEY (model_id, method, alpha)
         )""",
     "reference_cood_levels": """

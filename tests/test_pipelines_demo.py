@@ -136,7 +136,17 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
         rules = store.query("SELECT model_id, rule, risk_type, temperature_scaled, haurc, gain FROM hsc_rules")
         study = store.query("SELECT * FROM hsc_calibration WHERE method = 'conformal'")
-        levels = store.query("SELECT model_id, kappa, level, num_levels, ood_auroc FROM cood_levels")
+        levels = store.query("SELECT model_id, kappa, level, num_levels, ood_auroc, run_id FROM cood_levels")
+        manifests = store.query("SELECT kind, manifest_sha256 FROM datasets ORDER BY kind")
+        run_ids = set(store.query("SELECT run_id FROM runs")["run_id"].to_list())
+    # provenance: the C-OOD rows name their run; the OOD split manifest is fingerprinted (ID sets have none)
+    assert set(levels["run_id"].to_list()) <= run_ids
+    import hashlib
+
+    from pipelines.datasets import ood_manifest_path
+
+    expected = hashlib.sha256(ood_manifest_path(demo_workspace, OOD_DATASET).read_bytes()).hexdigest()
+    assert manifests.rows() == [("id", None), ("ood", expected)]
     # 4 rules × 2 risks × with/without temperature scaling, per model
     assert rules.group_by("model_id").len()["len"].to_list() == [16] * len(REDUCED_MODELS)
     assert rules["haurc"].is_between(0, 1).all()
