@@ -45,6 +45,22 @@ SUM_ROWS = 128
 SUM_TOLERANCE = 1e-3
 
 
+
+def _check_rows(leaf_probs: np.ndarray, row_sums: np.ndarray, name: str) -> None:
+    """Raise ValueError unless ``leaf_probs: (n, L)`` are finite, >= 0 and ``row_sums: (n,)`` are 1 within
+    SUM_TOLERANCE (NaN and ±inf propagate into the row sums, so they are caught there first)."""
+    if not np.isfinite(row_sums).all():
+        raise ValueError(f"{name}: expected finite probabilities in [0, 1], found NaN or inf")
+    low = leaf_probs.min(initial=0.0)
+    if low < 0:
+        raise ValueError(f"{name}: expected probabilities in [0, 1], found a negative value {low}")
+    deviation = np.abs(row_sums - 1.0)
+    if deviation.max(initial=0.0) > SUM_TOLERANCE:
+        raise ValueError(
+            f"{name}: expected rows summing to 1 within {SUM_TOLERANCE}, found a row summing to "
+            f"{row_sums[np.argmax(deviation)]:.6g}"
+        )
+
 class Hierarchy:
     """A rooted class tree as arrays; leaves are nodes ``0..L-1``, the root is ``V-1``.
 
@@ -136,15 +152,18 @@ class Hierarchy:
 
         # Internal nodes by depth (deepest first) with their CSR children, for the bottom-up sums.
         internal = np.arange(num_leaves, num_nodes)
-        self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (nodes, kids, bins)
         for d in range(self.max_depth - 1, -1, -1):
             nodes = internal[depth[internal] == d]
             if nodes.size == 0:
                 continue
             starts, ends = self.children_ptr[nodes], self.children_ptr[nodes + 1]
             kids = np.concatenate([self.children[s:e] for s, e in zip(starts, ends, strict=True)])
-            offsets = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
-            self._levels.append((nodes, kids, offsets))
+            # parent position (within ``nodes``) of each kid, then the flat bincount bin of (row r, kid k) in a
+            # SUM_ROWS-row block: r * len(nodes) + parent position
+            parent_pos = np.repeat(np.arange(nodes.size), ends - starts)
+            bins = (np.arange(SUM_ROWS)[:, None] * nodes.size + parent_pos[None, :]).ravel()
+            self._levels.append((nodes, kids, bins))
 
         edges = sorted((self.ids[p], self.ids[c]) for c, p in enumerate(parent.tolist()) if p >= 0)
         digest = hashlib.sha256("".join(f"{p}\t{c}\n" for p, c in edges).encode())
@@ -314,39 +333,41 @@ class Hierarchy:
     # ---- probabilities and correctness ------------------------------------------------------------------
     def check_leaf_probs(self, probs: np.ndarray, name: str = "probs") -> np.ndarray:
         """Validate ``probs: (N, L)`` leaf probabilities (finite, >= 0, rows summing to 1 within 1e-3)."""
+        probs = self._check_leaf_layout(probs, name)
+        for start in range(0, probs.shape[0], CHUNK_ROWS):
+            chunk = probs[start : start + CHUNK_ROWS]
+            _check_rows(chunk, chunk.sum(axis=1, dtype=np.float64), name)
+        return probs
+
+    def _check_leaf_layout(self, probs: np.ndarray, name: str = "probs") -> np.ndarray:
+        """Shape and dtype part of :meth:`check_leaf_probs` (the values are checked where they are summed)."""
         probs = np.asarray(probs)
         if probs.ndim != 2 or probs.shape[1] != self.num_leaves:
             raise ValueError(f"{name}: expected shape (N, {self.num_leaves}) leaf probabilities, found {probs.shape}")
         if not np.issubdtype(probs.dtype, np.floating):
             raise ValueError(f"{name}: expected floating-point probabilities, found dtype {probs.dtype}")
-        for start in range(0, probs.shape[0], CHUNK_ROWS):
-            chunk = probs[start : start + CHUNK_ROWS]
-            sums = chunk.sum(axis=1, dtype=np.float64)  # NaN and ±inf propagate into the row sums
-            if not np.isfinite(sums).all():
-                raise ValueError(f"{name}: expected finite probabilities in [0, 1], found NaN or inf")
-            low = chunk.min(initial=0.0)
-            if low < 0:
-                raise ValueError(f"{name}: expected probabilities in [0, 1], found a negative value {low}")
-            worst = np.abs(sums - 1.0).max(initial=0.0)
-            if worst > SUM_TOLERANCE:
-                raise ValueError(
-                    f"{name}: expected rows summing to 1 within {SUM_TOLERANCE}, found a row summing to "
-                    f"{sums[np.argmax(np.abs(sums - 1.0))]:.6g}"
-                )
         return probs
 
-    def _node_probs_into(self, leaf_probs: np.ndarray, out: np.ndarray) -> None:
+    def _node_probs_into(self, leaf_probs: np.ndarray, out: np.ndarray, check_as: str | None = None) -> None:
         """``leaf_probs: (n, L)`` (validated) -> node probabilities written into ``out: (n, V) float64``.
 
-        Bottom-up float64 accumulation, deepest level first (children contiguous per parent, summed with
-        np.add.reduceat): a sum of non-negative floats is >= each term, so p(parent) >= p(child) bitwise.
+        Bottom-up float64 accumulation, deepest level first: each level gathers its nodes' children and adds
+        them in order per (row, parent) with one weighted ``np.bincount`` (faster than ``np.add.reduceat``
+        along rows). A sequential sum of non-negative floats is >= each term, so p(parent) >= p(child)
+        bitwise (the root is then set to 1). ``check_as``: validate the values on the fly under this argument
+        name (the root's sum is the row sum), instead of a separate pass of :meth:`check_leaf_probs`.
         """
         num_leaves = self.num_leaves
         for start in range(0, leaf_probs.shape[0], SUM_ROWS):
             block = out[start : start + SUM_ROWS]
+            rows = block.shape[0]
             block[:, :num_leaves] = leaf_probs[start : start + SUM_ROWS]
-            for nodes, kids, offsets in self._levels:
-                block[:, nodes] = np.add.reduceat(np.take(block, kids, axis=1), offsets, axis=1)
+            for nodes, kids, bins in self._levels:
+                gathered = np.take(block, kids, axis=1)
+                sums = np.bincount(bins[: gathered.size], weights=gathered.ravel(), minlength=rows * nodes.size)
+                block[:, nodes] = sums.reshape(rows, nodes.size)
+            if check_as is not None:
+                _check_rows(block[:, :num_leaves], block[:, self.root], check_as)
             block[:, self.root] = 1.0
 
     def _node_probs_chunk(self, leaf_probs: np.ndarray) -> np.ndarray:
@@ -364,7 +385,7 @@ class Hierarchy:
         and first-touching N·V·8 bytes per call). Raises ValueError on a wrong shape, NaN, negative values or
         rows not summing to 1 within 1e-3.
         """
-        probs = self.check_leaf_probs(probs)
+        probs = self._check_leaf_layout(probs)
         shape = (probs.shape[0], self.num_nodes)
         if out is None:
             out = np.empty(shape, dtype=np.float64)
@@ -372,7 +393,7 @@ class Hierarchy:
             raise ValueError(
                 f"out: expected a C-contiguous float64 array of shape {shape}, found {out.shape} {out.dtype}"
             )
-        self._node_probs_into(probs, out)
+        self._node_probs_into(probs, out, check_as="probs")
         return out
 
     def check_labels(self, labels: np.ndarray, num_samples: int | None = None, name: str = "labels") -> np.ndarray:

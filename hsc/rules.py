@@ -22,12 +22,16 @@ maximal leaf. The root qualifies at every θ, including θ > 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from hsc.hierarchy import CHUNK_ROWS, Hierarchy
+from hsc.parallel import map_row_chunks
+
+T = TypeVar("T")
 
 RULES = ("selective", "climbing", "max_coverage", "jumping")
 
@@ -72,12 +76,8 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def node_prob_chunks(H: Hierarchy, probs: np.ndarray, precision: str = "float64") -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield (row slice, (n, V) float64 node probabilities) over chunks of rows.
-
-    probs: (N, L) leaf probabilities, or (N, V) node probabilities (e.g. from ``H.node_probs``) used as they
-    are. precision="float32" gives the reference's parity probabilities: rounded to float32, clipped at 1.
-    """
+def _prepare_probs(H: Hierarchy, probs: np.ndarray, precision: str) -> tuple[np.ndarray, bool]:
+    """Validate ``probs`` once: (array, True for (N, V) node probabilities / False for (N, L) leaf ones)."""
     probs = np.asarray(probs)
     if probs.ndim == 2 and probs.shape[1] == H.num_nodes:
         if not np.issubdtype(probs.dtype, np.floating):
@@ -88,15 +88,43 @@ def node_prob_chunks(H: Hierarchy, probs: np.ndarray, precision: str = "float64"
         node_input = False
     if precision not in ("float64", "float32"):
         raise ValueError(f"precision: expected 'float64' or 'float32', found {precision!r}")
+    return probs, node_input
+
+
+def _node_block(H: Hierarchy, probs: np.ndarray, rows: slice, node_input: bool, precision: str) -> np.ndarray:
+    """(n, V) float64 node probabilities of ``probs[rows]`` (validated by :func:`_prepare_probs`)."""
+    if node_input:  # validated where used (check_scores), not here: a full pass costs more than a rule
+        block = np.asarray(probs[rows], dtype=np.float64)
+    else:
+        block = H._node_probs_chunk(probs[rows])
+    if precision == "float32":
+        block = np.minimum(block.astype(np.float32), np.float32(1.0)).astype(np.float64)
+    return block
+
+
+def node_prob_chunks(H: Hierarchy, probs: np.ndarray, precision: str = "float64") -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield (row slice, (n, V) float64 node probabilities) over chunks of rows.
+
+    probs: (N, L) leaf probabilities, or (N, V) node probabilities (e.g. from ``H.node_probs``) used as they
+    are. precision="float32" gives the reference's parity probabilities: rounded to float32, clipped at 1.
+    """
+    probs, node_input = _prepare_probs(H, probs, precision)
     for start in range(0, probs.shape[0], CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, probs.shape[0]))
-        if node_input:  # validated where used (check_scores), not here: a full pass costs more than a rule
-            chunk = np.asarray(probs[rows], dtype=np.float64)
-        else:
-            chunk = H._node_probs_chunk(probs[rows])
-        if precision == "float32":
-            chunk = np.minimum(chunk.astype(np.float32), np.float32(1.0)).astype(np.float64)
-        yield rows, chunk
+        yield rows, _node_block(H, probs, rows, node_input, precision)
+
+
+def map_node_prob_chunks(
+    H: Hierarchy, probs: np.ndarray, fn: Callable[[np.ndarray], T], precision: str = "float64"
+) -> list[T]:
+    """``[fn(P) for P in node_prob_chunks(H, probs, precision)]``, with the chunks spread over the shared
+    thread pool (:mod:`hsc.parallel`); results in row order."""
+    probs, node_input = _prepare_probs(H, probs, precision)
+
+    def run(start: int, stop: int) -> T:
+        return fn(_node_block(H, probs, slice(start, stop), node_input, precision))
+
+    return map_row_chunks(run, probs.shape[0], CHUNK_ROWS)
 
 
 def _first_max(P: np.ndarray, nodes: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
@@ -160,12 +188,15 @@ def step_table(H: Hierarchy, probs: np.ndarray, rule: str, precision: str = "flo
     "float32" (reference parity: node probabilities rounded to float32 and clipped at 1).
     """
     check_rule(rule)
-    states_parts, threshold_parts = [], []
-    for _, P in node_prob_chunks(H, probs, precision):
+
+    def chunk_table(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         states, scores = _table_chunk(H, P, rule)
         check_scores(scores)
-        states_parts.append(states)
-        threshold_parts.append(np.maximum.accumulate(scores[:, :-1], axis=1))
+        return states, np.maximum.accumulate(scores[:, :-1], axis=1)
+
+    parts = map_node_prob_chunks(H, probs, chunk_table, precision)
+    states_parts = [states for states, _ in parts]
+    threshold_parts = [thresholds for _, thresholds in parts]
     if not states_parts:
         width = {"selective": 2, "climbing": H.max_depth + 1, "jumping": H.max_depth + 1}.get(
             rule, len(_leaf_count_classes(H))

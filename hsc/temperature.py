@@ -14,25 +14,16 @@ max_iter 5000, one ``step`` without line search.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from hsc.parallel import map_row_chunks
+
 T_BOUNDS = (0.05, 20.0)
 _CHUNK_ROWS = 256  # 256 x C float64 buffers stay cache-sized for C ~ 1,000
-_MAX_THREADS = 8
-_POOL: ThreadPoolExecutor | None = None
 _LOCAL = threading.local()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(_MAX_THREADS, os.cpu_count() or 1)))
-    return _POOL
 
 
 def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
@@ -47,11 +38,8 @@ def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
 
 
 def _map_chunks(fn, n_rows: int) -> list:
-    """Apply ``fn(start, stop)`` to row chunks in order, on the shared thread pool when there are several."""
-    bounds = [(a, min(a + _CHUNK_ROWS, n_rows)) for a in range(0, n_rows, _CHUNK_ROWS)]
-    if len(bounds) <= 1 or (os.cpu_count() or 1) == 1:
-        return [fn(a, b) for a, b in bounds]
-    return list(_pool().map(lambda ab: fn(*ab), bounds))
+    """Apply ``fn(start, stop)`` to row chunks of _CHUNK_ROWS rows in order, on the shared thread pool."""
+    return map_row_chunks(fn, n_rows, _CHUNK_ROWS)
 
 
 def check_logits(
