@@ -214,7 +214,7 @@ def main() -> None:
     stages = [
         (f"  stage: float64 softmax pass ({n:,} × {classes:,})", n, lambda: softmax_stats(logits, labels)),
         (
-            f"  stage: TS fit ({fit_idx.size:,} × {classes:,}, bounded Brent)",
+            f"  stage: TS fit ({fit_idx.size:,} × {classes:,}, safeguarded Newton)",
             fit_idx.size,
             lambda: fit_temperature_result(fit_logits, fit_labels),
         ),

@@ -30,10 +30,38 @@ def test_fit_recovers_known_temperature(factor):
     assert fit.temperature == pytest.approx(factor, rel=0.02)
     assert fit.nll_after <= fit.nll_before
     assert S.fit_temperature(z * factor, y) == fit.temperature
-    assert fit.method == "bounded"
-    # the bounded search reaches the minimum (NLL is unimodal in log T): both neighbours are worse
+    assert fit.method == "newton"
+    # the search reaches the minimum (NLL is convex in 1/T): both neighbours are worse
     for t in (fit.temperature * 0.995, fit.temperature * 1.005):
         assert fit.nll_after < np.mean(-log_softmax(z * factor / t, axis=1)[np.arange(20000), y])
+
+
+def test_nll_derivatives_match_finite_differences():
+    z, y = _calibrated(3000, 12, seed=5)
+    obj = ts._ShiftedLogits(z * 1.9, y)
+    h = 1e-4
+    for beta in (0.2, 0.7, 1.0, 2.5):
+        nll, grad, curvature = obj.nll_derivatives(beta)
+        assert nll == pytest.approx(obj.mean_nll(beta), rel=1e-12)
+        assert grad == pytest.approx((obj.mean_nll(beta + h) - obj.mean_nll(beta - h)) / (2 * h), rel=1e-6)
+        grad_up, grad_down = obj.nll_derivatives(beta + h)[1], obj.nll_derivatives(beta - h)[1]
+        assert curvature == pytest.approx((grad_up - grad_down) / (2 * h), rel=1e-5)
+        assert curvature >= 0
+
+
+@pytest.mark.parametrize(("scale", "bound"), [(1.0, ts.T_BOUNDS[1]), (200.0, ts.T_BOUNDS[0])])
+def test_newton_ends_at_the_bound_when_the_optimum_lies_beyond(scale, bound):
+    """Labels unrelated to the logits want T → ∞; a (nearly) separable set with tiny logits wants T → 0."""
+    rng = np.random.default_rng(9)
+    if scale == 1.0:
+        z = rng.normal(size=(4000, 5)) * 3.0
+        y = rng.integers(0, 5, 4000)
+    else:
+        y = rng.integers(0, 5, 4000)
+        z = np.eye(5)[y] * 0.001 * scale  # right class always on top, margin 0.2 at T = 1
+    t, _, passes = ts._fit_newton(ts._ShiftedLogits(z, y))
+    assert t == pytest.approx(bound, rel=1e-6)
+    assert passes <= 100
 
 
 def test_fit_never_increases_nll_and_is_order_invariant():
@@ -52,7 +80,7 @@ def test_fit_never_increases_nll_and_is_order_invariant():
 
 def test_fit_falls_back_to_one_when_the_search_is_worse(monkeypatch):
     z, y = _calibrated(400, 5, seed=3)
-    monkeypatch.setattr(ts, "_fit_bounded", lambda obj: (19.0, obj.mean_nll(1 / 19.0), 3))  # a failed search
+    monkeypatch.setattr(ts, "_fit_newton", lambda obj: (19.0, obj.mean_nll(1 / 19.0), 3))  # a failed search
     fit = S.fit_temperature_result(z, y)
     assert fit.temperature == 1.0 and fit.method == "fallback_t1" and fit.nll_after == fit.nll_before
 
