@@ -8,7 +8,9 @@ crops on its own device (pipelines.preprocess.normalise). Layout::
     <workspace>/cache/<dataset>/<signature>/shard-<k>.json   kept sample indices, bad files, decode count
 
 The ``.json`` is written last, by rename, so its presence marks a complete entry; the cache is reused across
-runs and a half-written entry is rebuilt.
+runs and a half-written entry is rebuilt. :func:`remove_entry` deletes an entry once every model that needed it
+has written its output (the driver does this unless ``keep_decode_cache`` is set): at ImageNet-21k scale a
+whole signature's cache would be hundreds of GB.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class CacheEntry:
 def entry_paths(workspace: Path, dataset: str, pre: Preprocess, shard: int) -> tuple[Path, Path]:
     folder = Path(workspace) / "cache" / dataset / pre.signature
     return folder / f"shard-{shard:05d}.npy", folder / f"shard-{shard:05d}.json"
+
+
+def remove_entry(workspace: Path, dataset: str, pre: Preprocess, shard: int) -> None:
+    """Delete one entry (marker first, so a half-removed entry never looks complete); missing files are fine."""
+    array_path, meta_path = entry_paths(workspace, dataset, pre, shard)
+    meta_path.unlink(missing_ok=True)
+    array_path.unlink(missing_ok=True)
 
 
 def load_entry(workspace: Path, dataset: str, pre: Preprocess, shard: int) -> CacheEntry | None:

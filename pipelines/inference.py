@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.datasets import ImageDataset
-from pipelines.decode_cache import CacheEntry, build_entry
+from pipelines.decode_cache import CacheEntry, build_entry, remove_entry
 from pipelines.outputs import shard_is_complete, shard_path, write_shard
 from pipelines.zoo import ModelSpec
 
@@ -54,7 +54,8 @@ class InferenceOptions:
     mcd_pred), computed per batch next to the forward pass; mc_passes / seed: MC-dropout passes and base seed
     (batch b of shard s uses seed + 1_000_003 · s + b, recorded in the shard metadata); drop_rate: timm
     models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout);
-    ood_logits: store full logits for OOD datasets too (ID logits are always stored; cood.md §8)."""
+    ood_logits: store full logits for OOD datasets too (ID logits are always stored; cood.md §8);
+    keep_decode_cache: keep each decoded-crop cache shard after all its models succeeded (default: delete it)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -67,6 +68,7 @@ class InferenceOptions:
     seed: int = 0
     drop_rate: float | None = None
     ood_logits: bool = True
+    keep_decode_cache: bool = False
 
     def precision(self) -> str:
         return "bf16-autocast" if self.amp else "fp32"
@@ -349,6 +351,9 @@ def run_inference(
         groups[ms.preprocess.signature].append(ms)
     results: list[TaskResult] = []
     pending: dict[Any, tuple[ModelSpec, str, int]] = {}
+    # cache entry -> [model tasks still running, all succeeded so far, (dataset, preprocess, shard)]
+    entry_state: dict[Any, list] = {}
+    entry_of: dict[Any, Any] = {}
     decode_refs = []
     total = 0
     for dataset in datasets:
@@ -369,9 +374,11 @@ def run_inference(
                     continue
                 entry_ref = decode_remote.remote(workspace, dataset_ref, todo[0], shard, n_shards)
                 decode_refs.append(entry_ref)
+                entry_state[entry_ref] = [len(todo), True, (dataset.name, todo[0].preprocess, shard)]
                 for ms in todo:
                     ref = model_remote.remote(ms, dataset_ref, entry_ref, workspace, shard, opts)
                     pending[ref] = (ms, dataset.name, shard)
+                    entry_of[ref] = entry_ref
     images = 0
     if on_result is not None:
         for done, result in enumerate(results, start=1):
@@ -388,6 +395,11 @@ def run_inference(
             result = TaskResult(ms.model_id, dataset_name, shard, "failed", error=error)
         results.append(result)
         images += result.n_samples
+        state = entry_state[entry_of.pop(ref)]
+        state[0] -= 1
+        state[1] = state[1] and result.status == "ok"
+        if state[0] == 0 and state[1] and not opts.keep_decode_cache:
+            remove_entry(workspace, *state[2])  # every model of this shard has its output: free the disk
         if on_result is not None:
             on_result(result, len(results), total, images)
     decoded, decode_seconds = 0, 0.0

@@ -39,6 +39,7 @@ Example (every key but ``models`` and one dataset is optional)::
     mc_passes = 30
     drop_rate = 0.2         # timm models: classifier dropout to build with, so MC dropout has something to sample
     ood_logits = false      # full OOD logits too (fp32: ≈9 GB per model for the whole pool); κ columns are always kept
+    keep_decode_cache = false   # keep <workspace>/cache/ crops after every model of a shard succeeded
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses",
 RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
 INFERENCE_KEYS = {
     "batch_size", "shard_size", "amp", "channels_last", "device", "confidences", "model_confidences", "mc_passes",
-    "drop_rate", "ood_logits",
+    "drop_rate", "ood_logits", "keep_decode_cache",
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation"}
 COOD_KEYS = {"window", "levels"}
@@ -216,6 +217,9 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             confidences=confidences, model_confidences=tuple(model_confidences), mc_passes=mc_passes,
             drop_rate=drop_rate, seed=seed,
             ood_logits=_typed("[inference] ood_logits", inference.get("ood_logits", False), bool, "true or false"),
+            keep_decode_cache=_typed(
+                "[inference] keep_decode_cache", inference.get("keep_decode_cache", False), bool, "true or false"
+            ),
         ),
         seed=seed,
         cood_window=window,

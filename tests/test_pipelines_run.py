@@ -52,6 +52,7 @@ def test_decode_once_and_logits_match_per_model_timm_transforms(tmp_path, local_
     report = run_inference(models, [dataset], tmp_path / "ws", shard_size=5)
     assert [r.status for r in report.results] == ["ok"] * len(report.results)
     assert report.decoded == len(dataset)  # each image decoded exactly once for three models
+    assert not list((tmp_path / "ws" / "cache").rglob("shard-*"))  # every model succeeded: the crops are freed
     for ms in models:
         out = read_outputs(tmp_path / "ws", ms.model_id, "val")
         assert out.sample_ids == list(dataset.sample_ids)
@@ -82,6 +83,8 @@ def test_failing_model_truncated_jpeg_and_rerun(tmp_path, local_ray):
     assert [sid for sid, _ in good.bad_files] == [f"{WNIDS[1]}/img_2.jpg"]
     out = read_outputs(tmp_path / "ws", good.model_id, "val")
     assert f"{WNIDS[1]}/img_2.jpg" not in out.sample_ids and len(out) == len(dataset) - 1
+    # a model of the shard failed: its crops stay cached for the rerun (the signature is shared by both)
+    assert len(list((tmp_path / "ws" / "cache").rglob("shard-*.json"))) == 1
 
     again = run_inference(models[:1], [dataset], tmp_path / "ws", shard_size=100)
     assert [r.status for r in again.results] == ["skipped_existing"] and again.decoded == 0
