@@ -32,14 +32,10 @@ from cood import confidence
 from cood.export import export_benchmark
 from cood.imagenet21k import SplitManifest, read_manifest
 from pipelines.analysis_cood import analyse_cood
+from pipelines.datasets import ood_manifest_path
 from pipelines.errors import UserError
-from pipelines.outputs import Outputs, read_outputs
+from pipelines.outputs import Outputs, read_outputs, workspace_dataset
 from pipelines.provenance import code_version
-
-
-def manifest_path(workspace: Path, ood_dataset: str) -> Path:
-    """Where ``cood build`` expects the OOD split manifest: ``<workspace>/datasets/<ood>/manifest.csv``."""
-    return Path(workspace) / "datasets" / ood_dataset / "manifest.csv"
 
 
 def kappa_values(outputs: Outputs, kappa: str, what: str) -> np.ndarray:
@@ -135,7 +131,7 @@ def build_benchmark(
     """
     id_out = read_outputs(workspace, model_id, id_dataset)
     ood_out = read_outputs(workspace, model_id, ood_dataset)
-    path = manifest_path(workspace, ood_dataset)
+    path = ood_manifest_path(workspace, ood_dataset)
     if not path.is_file():
         raise UserError(f"no OOD split manifest at {path}; write one with cood.imagenet21k.write_manifest")
     manifest = read_manifest(path)
@@ -195,11 +191,13 @@ def register(app: typer.Typer) -> None:
             help="Confidence function (output column or a cood.confidence name computed from logits).",
         ),
         workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help="Workspace folder."),
-        id_dataset: str = typer.Option("imagenet-val", "--id-dataset", help="ID dataset name of the outputs."),
-        ood_dataset: str = typer.Option(
-            "imagenet21k",
+        id_dataset: str | None = typer.Option(
+            None, "--id-dataset", help="ID dataset name of the outputs (default: the workspace's ID dataset)."
+        ),
+        ood_dataset: str | None = typer.Option(
+            None,
             "--ood-dataset",
-            help="OOD dataset name of the outputs and of datasets/<name>/manifest.csv.",
+            help="OOD dataset name of the outputs and of datasets/<name>/manifest.csv (default: the workspace's).",
         ),
         window: int = typer.Option(1000, "--window", help="Classes per level (= number of ID classes)."),
         levels: int = typer.Option(11, "--levels", help="Number of severity levels."),
@@ -217,8 +215,8 @@ def register(app: typer.Typer) -> None:
             model,
             kappa,
             workspace=workspace,
-            id_dataset=id_dataset,
-            ood_dataset=ood_dataset,
+            id_dataset=id_dataset or workspace_dataset(workspace, "id", "imagenet-val"),
+            ood_dataset=ood_dataset or workspace_dataset(workspace, "ood", "imagenet21k"),
             window=window,
             num_levels=levels,
             output=output,

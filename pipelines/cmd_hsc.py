@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from pipelines.errors import UserError
-from pipelines.outputs import read_outputs
+from pipelines.outputs import read_outputs, workspace_dataset
 
 
 def load_hierarchy(isa_file: Path | None):
@@ -105,7 +105,9 @@ def register(app: typer.Typer) -> None:
         delta: float | None = typer.Option(None, "--delta", "-d", help="PAC confidence: P[acc >= 1−α] >= 1−δ."),
         method: str = typer.Option("conformal", "--method", help="conformal | pac | quantile (reference)."),
         workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help="Workspace folder."),
-        dataset: str = typer.Option("imagenet-val", "--dataset", help="ID dataset name of the outputs."),
+        dataset: str | None = typer.Option(
+            None, "--dataset", help="ID dataset name of the outputs (default: the workspace's ID dataset)."
+        ),
         isa_file: Path | None = typer.Option(
             None, "--isa-file", help="ImageNet wordnet.is_a.txt for the paper's tree (default: WordNet snapshot)."
         ),
@@ -114,6 +116,7 @@ def register(app: typer.Typer) -> None:
         repetitions: int = typer.Option(0, "--repetitions", "-r", help="Also run the study over R splits."),
     ) -> None:
         """Calibrate a Climbing threshold for target accuracy 1 − α; print θ, test accuracy and coverage."""
+        dataset = dataset or workspace_dataset(workspace, "id", "imagenet-val")
         summary = calibrate_model(workspace, model, dataset, alpha, delta, method, seed, n_cal, isa_file)
         console = Console()
         theta = summary["theta"]

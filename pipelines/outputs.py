@@ -141,3 +141,16 @@ def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
         },
         metadata=metadata,
     )
+
+
+def workspace_dataset(workspace: Path, kind: str, fallback: str) -> str:
+    """The name of the workspace's one dataset of ``kind`` ("id" | "ood"), or ``fallback`` when it holds none
+    or several. Datasets are the ``dataset=<name>`` folders under ``outputs/``; an OOD one has its split
+    manifest at ``datasets/<name>/manifest.csv`` (e.g. the demo's ``imagenet-val-demo`` / ``imagenet21k-demo``)."""
+    from pipelines.datasets import ood_manifest_path
+
+    workspace = Path(workspace)
+    names = {folder.name.removeprefix("dataset=") for folder in workspace.glob("outputs/model=*/dataset=*")}
+    ood = {name for name in names if ood_manifest_path(workspace, name).is_file()}
+    chosen = sorted(ood if kind == "ood" else names - ood)
+    return chosen[0] if len(chosen) == 1 else fallback

@@ -15,7 +15,8 @@ from cood.imagenet21k import build_split, write_manifest
 from cood.severity import class_severity, severity_levels
 from pipelines.analysis_cood import analyse_cood
 from pipelines.cli import main
-from pipelines.cmd_cood import build_benchmark, manifest_path
+from pipelines.cmd_cood import build_benchmark
+from pipelines.datasets import ood_manifest_path as manifest_path
 from pipelines.errors import UserError
 from pipelines.outputs import shard_path, write_shard
 from results.schema import TABLES

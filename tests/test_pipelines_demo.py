@@ -168,3 +168,15 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     report = demo_workspace / "reports" / "report.html"
     html = report.read_text()
     assert html.count("<img") >= 3 and "hierarchical" in html.lower()
+
+
+def test_cood_and_hsc_commands_find_the_demo_datasets_without_flags(demo_workspace):
+    from pipelines.outputs import workspace_dataset
+
+    assert workspace_dataset(demo_workspace, "id", "x") == ID_DATASET
+    assert workspace_dataset(demo_workspace, "ood", "x") == OOD_DATASET
+    assert workspace_dataset(demo_workspace / "nowhere", "id", "fallback") == "fallback"
+    result = _uebench("hsc", "calibrate", "-m", "efficientnet_lite-lite0.in1k", "--alpha", "0.1",
+                      "-w", str(demo_workspace))
+    assert result.returncode == 0, result.stderr
+    assert f"on {ID_DATASET}: conformal θ" in " ".join(result.stdout.split())
