@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,57 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
         np.testing.assert_array_equal(a.logits, b.logits)
         files = sorted((tmp_path / "cluster" / "outputs" / f"model={ms.model_id}" / "dataset=val").glob("*.parquet"))
         assert sum(pq.ParquetFile(f).metadata.num_rows for f in files) == len(dataset)
+
+
+@pytest.mark.slow
+def test_removing_a_node_mid_run_then_rerunning_completes_without_duplicates(tmp_path):
+    """A worker node disappears while tasks run: Ray retries them elsewhere (or they are recorded as failed),
+    and a rerun fills whatever is missing; every output is complete, exactly once, and equal to a local run."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    dataset = load_folder("val", _make_images(tmp_path / "val", per_class=4), "id")
+    models = resolve_all(list(SHARED_SIGNATURE[:2]))
+    ray.shutdown()
+    init_ray(num_cpus=2)
+    local = run_inference(models, [dataset], tmp_path / "local", shard_size=2)
+    ray.shutdown()
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=2)
+    workspace = tmp_path / "cluster"
+    outcome: dict[str, object] = {}
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+
+        def run() -> None:
+            try:
+                outcome["report"] = run_inference(models, [dataset], workspace, shard_size=2)
+            except Exception as exc:  # the assertion below shows it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        outputs = workspace / "outputs"
+        deadline = time.monotonic() + 120
+        while not list(outputs.rglob("*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cluster.remove_node(worker, allow_graceful=False)  # mid-run: some shards are done, others are not
+        done_at_removal = len(list(outputs.rglob("*.parquet")))
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the run did not finish after the node was removed"
+        assert "error" not in outcome, outcome.get("error")
+        again = run_inference(models, [dataset], workspace, shard_size=2)
+        assert all(r.status in ("ok", "skipped_existing") for r in again.results)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    for ms in models:
+        a = read_outputs(tmp_path / "local", ms.model_id, "val")
+        b = read_outputs(workspace, ms.model_id, "val")
+        assert b.sample_ids == a.sample_ids == sorted(set(b.sample_ids))
+        np.testing.assert_array_equal(a.logits, b.logits)
+    assert len(local.results) == len(again.results)
+    assert 0 < done_at_removal < len(local.results)  # the node really went away mid-run
