@@ -13,6 +13,7 @@ import argparse
 import time
 
 import numpy as np
+from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 
 def timed(fn, repeat: int = 1):
@@ -125,12 +126,7 @@ def main() -> None:
         ),
     ]
     print()
-    print("| operation | N | ours (s) | baseline (s) | ratio | target |")
-    print("|---|---|---|---|---|---|")
-    for name, size, ours, base, target in rows:
-        base_text = f"{base:.1f}" if base is not None else "–"
-        ratio = f"{base / ours:,.0f}×" if base is not None else "–"
-        print(f"| {name} | {size:,} | {ours:.3f} | {base_text} | {ratio} | {target} |")
+    print_table(rows)
     print()
     print(
         f"Dense baseline: one θ on {dense_rows:,} rows took {t_dense_rows:.2f} s, scaled linearly to N = {n:,} "

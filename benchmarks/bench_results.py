@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -130,12 +131,7 @@ def main() -> None:
         cli_like = _best_of(lambda: run_query(db, sql), repeats)
         rows.append(("leaderboard_auroc incl. read-only open (uebench sql)", f"{n_models} models", cli_like, None, "—"))
 
-    print("| operation | N | ours (s) | baseline (s) | ratio | target |")
-    print("|---|---|---|---|---|---|")
-    for operation, n, ours_s, base_s, target in rows:
-        base = f"{base_s:.4f}" if base_s is not None else "—"
-        ratio = f"{base_s / ours_s:.2f}" if base_s is not None else "—"
-        print(f"| {operation} | {n} | {ours_s:.4f} | {base} | {ratio} | {target} |")
+    print_table(rows)
     print()
     print(
         "ratio = baseline / ours (> 1: ours faster). Baselines: ingest = create the tables and per-row "

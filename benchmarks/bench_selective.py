@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 from hsc import selective as S
 from hsc.temperature import fit_temperature_result, softmax_stats
@@ -281,18 +282,9 @@ def main() -> None:
         "nll + brier) and scaled linearly to N; each includes the same numpy sort as ours.\n"
     )
     print("Baseline: per-sample Python loop reading the numpy arrays element by element.\n")
-    _table(rows)
+    print_table(rows)
     print("\nBaseline: the same loops over Python lists (tolist() first; the tightest pure-Python form).\n")
-    _table(by_list)
-
-
-def _table(rows: list[tuple[str, int, float, float | None, str]]) -> None:
-    print("| operation | N | ours (s) | baseline (s) | ratio | target |")
-    print("|---|---|---|---|---|---|")
-    for name, size, ours, base, target in rows:
-        base_s = "–" if base is None else f"{base:.3f}"
-        ratio = "–" if base is None else f"{base / ours:,.0f}×"
-        print(f"| {name} | {size:,} | {ours:.4f} | {base_s} | {ratio} | {target} |")
+    print_table(by_list)
 
 
 if __name__ == "__main__":

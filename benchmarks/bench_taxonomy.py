@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from timing import best_time  # benchmarks/timing.py (the script's own folder is on sys.path)
+from timing import best_time, print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 from cood.pool import ood_class_pool
 from hsc.taxonomy import Taxonomy, load_taxonomy
@@ -111,12 +111,7 @@ def main() -> None:
     assert baseline_pool(tax) == ood_class_pool().wnids
     rows.append(("ood_class_pool() (WordNet filter)", "21,843 candidates", ours, base, "—"))
 
-    print("| operation | N | ours (s) | baseline (s) | ratio | target |")
-    print("|---|---|---|---|---|---|")
-    for name, n, ours, base, target in rows:
-        base_text = "n/a" if base is None else f"{base:.3f}"
-        ratio = "n/a" if base is None else f"{base / ours:.0f}×"
-        print(f"| {name} | {n} | {ours:.4f} | {base_text} | {ratio} | {target} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

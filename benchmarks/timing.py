@@ -14,3 +14,15 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def print_table(rows: list[tuple[str, int | str, float, float | None, str]]) -> None:
+    """Print the BENCHMARKS.md table: (operation, N, ours s, baseline s or None, target) per row; ratio =
+    baseline / ours (> 1: ours faster)."""
+    print("| operation | N | ours (s) | baseline (s) | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for name, size, ours, base, target in rows:
+        size_text = f"{size:,}" if isinstance(size, int) else size
+        base_text = "–" if base is None else f"{base:.3f}"
+        ratio = "–" if base is None else (f"{base / ours:,.0f}×" if base >= 10 * ours else f"{base / ours:.2f}×")
+        print(f"| {name} | {size_text} | {ours:.4f} | {base_text} | {ratio} | {target} |")
