@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.datasets import ImageDataset, ood_manifest_path
 from pipelines.errors import UserError
-from pipelines.inference import InferenceOptions, TaskResult, init_ray, run_inference
+from pipelines.inference import InferenceOptions, TaskResult, cluster_gpus, init_ray, run_inference
 from pipelines.provenance import code_version, device_description, library_versions
 from pipelines.zoo import ModelSpec
 
@@ -143,7 +143,7 @@ def execute(
     config: dict[str, Any] | None = None,
     inference: InferenceOptions | None = None,
     shard_size: int = 10_000,
-    gpus_per_task: float = 0.0,
+    gpus_per_task: float | None = None,
     cpus_per_task: int = 1,
     ray_address: str | None = None,
     num_cpus: int | None = None,
@@ -152,7 +152,8 @@ def execute(
     """Run inference for every (model, dataset), then each analysis, ingesting everything; returns the context.
 
     A model that fails is recorded in ``run_tasks`` (status ``failed``) and left out of the analyses; the run's
-    status is ``ok``, ``partial`` (some tasks failed) or ``failed`` (all failed).
+    status is ``ok``, ``partial`` (some tasks failed) or ``failed`` (all failed). ``gpus_per_task`` None: one
+    GPU per model task when the Ray cluster has GPUs (and ``inference.device`` is not "cpu"), else none.
     """
     from results.store import Store
 
@@ -160,17 +161,20 @@ def execute(
     workspace = ensure_workspace(workspace)
     run_id = new_run_id()
     started = _now()
+    inference = inference or InferenceOptions(threads=cpus_per_task)
+    with console.status("starting Ray"):
+        init_ray(ray_address, num_cpus)
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 if inference.device != "cpu" and cluster_gpus() > 0 else 0.0
     run_row = {
         "run_id": run_id, "started_at": started, "finished_at": None, "status": "running", "error": None,
         "code_version": code_version(), "torch_version": library_versions()["torch"],
         "timm_version": library_versions()["timm"],
         "device": device_description("cuda" if gpus_per_task > 0 else "cpu"),
-        "precision": (inference or InferenceOptions()).precision(),
+        "precision": inference.precision(),
         "config": json.dumps({**(config or {}), "libraries": library_versions()}, default=str, sort_keys=True),
     }
     t0 = time.perf_counter()
-    with console.status("starting Ray"):
-        init_ray(ray_address, num_cpus)
     db_path = workspace / DB_NAME
     with Store.open(db_path) as store:
         store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))

@@ -318,6 +318,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
 
 
+def cluster_gpus() -> float:
+    """GPUs the connected Ray cluster has in total (0 on CPU-only clusters)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
 ResultCallback = Callable[[TaskResult, int, int, int], None]
 
 

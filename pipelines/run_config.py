@@ -28,7 +28,7 @@ Example (every key but ``models`` and one dataset is optional)::
     address = "auto"        # an existing cluster; omit for a local instance
     num_cpus = 16           # local instance only
     cpus_per_task = 4
-    gpus_per_task = 0.5     # fractional GPUs pack small models; 0 = CPU
+    gpus_per_task = 0.5     # fractional GPUs pack small models; 0 = CPU; default: 1 when the cluster has GPUs
 
     [inference]
     batch_size = 128
@@ -88,7 +88,7 @@ class RunConfig:
     num_cpus: int | None = None
     num_gpus: int | None = None
     cpus_per_task: int = 1
-    gpus_per_task: float = 0.0
+    gpus_per_task: float | None = None  # None: 1 per task when the cluster has GPUs
     shard_size: int = 10_000
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     seed: int = 0
@@ -155,8 +155,10 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     batch_size = _typed("[inference] batch_size", inference.get("batch_size", 32), int, "a positive integer")
     shard_size = _typed("[inference] shard_size", inference.get("shard_size", 10_000), int, "a positive integer")
     cpus_per_task = _typed("[ray] cpus_per_task", ray.get("cpus_per_task", 1), int, "a positive integer")
-    gpus_per_task = float(_typed("[ray] gpus_per_task", ray.get("gpus_per_task", 0.0), (int, float), "a number ≥ 0"))
-    if batch_size < 1 or shard_size < 1 or cpus_per_task < 1 or gpus_per_task < 0:
+    gpus_per_task = ray.get("gpus_per_task")
+    if gpus_per_task is not None:
+        gpus_per_task = float(_typed("[ray] gpus_per_task", gpus_per_task, (int, float), "a number ≥ 0"))
+    if batch_size < 1 or shard_size < 1 or cpus_per_task < 1 or (gpus_per_task or 0) < 0:
         raise UserError("batch_size, shard_size and cpus_per_task must be ≥ 1 and gpus_per_task ≥ 0")
     device = inference.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
