@@ -2,34 +2,43 @@
 
 Every analysis is a pure function of the stored outputs (infer once, analyse many times): rerunning one never
 re-runs a model. Each returns ``{table name: polars.DataFrame}`` in the schema of ``results/schema.py``.
+
+Each analysis is a per-model function mapped over the run's models (:func:`map_models`): one Ray task per model
+when there are several, so the hierarchical threshold study of hundreds of models spreads over the cluster
+instead of running one model after another in the driver. A model whose analysis fails is left out with an
+:class:`~pipelines.driver.ModelAnalysisFailed` warning (the driver records it); the other models' rows stand.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import polars as pl
 
-from pipelines.driver import Analysis, RunContext
+from pipelines.datasets import ImageDataset
+from pipelines.driver import Analysis, ModelAnalysisFailed, RunContext
 from pipelines.outputs import read_outputs
+from pipelines.zoo import ModelSpec
+
+Tables = dict[str, pl.DataFrame]
 
 
-def selective(ctx: RunContext) -> dict[str, pl.DataFrame]:
-    """Selective-prediction metrics (hsc.selective) of every model on every ID dataset."""
-    from pipelines.analysis_selective import analyse_selective
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What a per-model analysis needs (picklable, sent to Ray tasks): workspace, run id, options, datasets."""
 
-    frames = []
-    for dataset in ctx.id_datasets():
-        for ms in ctx.models:
-            out = read_outputs(ctx.workspace, ms.model_id, dataset.name)
-            frames.append(
-                analyse_selective(
-                    ms.model_id, out.logits, out.labels, split_seed=ctx.options.get("split_seed", 0),
-                    run_id=ctx.run_id,
-                )
-            )
-    return {"selective_metrics": pl.concat(frames, how="diagonal_relaxed")} if frames else {}
+    workspace: Path
+    run_id: str
+    options: dict[str, Any]
+    id_dataset: ImageDataset | None
+    ood_dataset: ImageDataset | None
 
 
-def _concat(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+def _concat(parts: list[Tables]) -> Tables:
     tables: dict[str, list[pl.DataFrame]] = {}
     for part in parts:
         for name, frame in part.items():
@@ -37,56 +46,110 @@ def _concat(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
     return {name: pl.concat(frames, how="diagonal_relaxed") for name, frames in tables.items()}
 
 
-def cood(ctx: RunContext) -> dict[str, pl.DataFrame]:
+def _guarded(fn: Callable[[AnalysisInputs, ModelSpec], Tables], inputs: AnalysisInputs, ms: ModelSpec):
+    """(tables or None, one-line error or None, warning messages) for one model, in whatever process runs it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tables, error = fn(inputs, ms), None
+        except Exception as exc:  # reported per model by map_models
+            tables, error = None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+    return tables, error, [str(w.message) for w in caught]
+
+
+def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables]) -> Tables:
+    """``fn(inputs, model)`` for every model of the run, concatenated; Ray tasks (1 CPU each) when Ray is up and
+    there are several models. Failed models raise :class:`ModelAnalysisFailed` warnings; if every model failed,
+    a RuntimeError carries the first error."""
+    ids, oods = ctx.id_datasets(), ctx.ood_datasets()
+    inputs = AnalysisInputs(ctx.workspace, ctx.run_id, dict(ctx.options), ids[0] if ids else None,
+                            oods[0] if oods else None)
+    import ray
+
+    if ray.is_initialized() and len(ctx.models) > 1:
+        task = ray.remote(num_cpus=1, max_retries=1)(_guarded)
+        inputs_ref = ray.put(inputs)
+        outcomes = ray.get([task.remote(fn, inputs_ref, ms) for ms in ctx.models])
+    else:
+        outcomes = [_guarded(fn, inputs, ms) for ms in ctx.models]
+    parts, errors = [], []
+    for ms, (tables, error, notes) in zip(ctx.models, outcomes, strict=True):
+        for note in notes:  # warnings raised in a Ray worker reach the driver's notes this way
+            warnings.warn(f"{ms.model_id}: {note}", UserWarning, stacklevel=2)
+        if error is None:
+            parts.append(tables)
+        else:
+            errors.append(error)
+            warnings.warn(f"{ms.model_id}: {error}", ModelAnalysisFailed, stacklevel=2)
+    if errors and not parts:
+        raise RuntimeError(f"failed for every model; first: {errors[0]}")
+    return _concat(parts)
+
+
+def _selective_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
+    from pipelines.analysis_selective import analyse_selective
+
+    out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
+    frame = analyse_selective(
+        ms.model_id, out.logits, out.labels, split_seed=inputs.options.get("split_seed", 0), run_id=inputs.run_id
+    )
+    return {"selective_metrics": frame}
+
+
+def selective(ctx: RunContext) -> Tables:
+    """Selective-prediction metrics (hsc.selective) of every model on the ID dataset."""
+    return map_models(ctx, _selective_one)
+
+
+def _cood_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
+    from pipelines.cmd_cood import build_benchmark
+
+    parts = []
+    for kappa in inputs.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):
+        tables, _ = build_benchmark(
+            ms.model_id, kappa, workspace=inputs.workspace, id_dataset=inputs.id_dataset.name,
+            ood_dataset=inputs.ood_dataset.name, window=inputs.options.get("cood_window", 1000),
+            num_levels=inputs.options.get("cood_levels", 11), run_id=inputs.run_id,
+        )
+        parts.append(tables)
+    return _concat(parts)
+
+
+def cood(ctx: RunContext) -> Tables:
     """Per-(model, κ) C-OOD benchmarks: severity levels from the OOD estimation split, metrics on its test split.
 
     Options: ``cood_kappas`` (default msp, neg_entropy, max_logit), ``cood_window`` (default 1000 = |ImageNet-1k|),
     ``cood_levels`` (default 11). Each benchmark is also exported under ``<workspace>/cood/<model>/<κ>/``.
     """
-    from pipelines.cmd_cood import build_benchmark
-
-    id_set, ood_set = ctx.id_datasets()[0], ctx.ood_datasets()[0]
-    parts = []
-    for ms in ctx.models:
-        for kappa in ctx.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):
-            tables, _ = build_benchmark(
-                ms.model_id, kappa, workspace=ctx.workspace, id_dataset=id_set.name, ood_dataset=ood_set.name,
-                window=ctx.options.get("cood_window", 1000), num_levels=ctx.options.get("cood_levels", 11),
-                run_id=ctx.run_id,
-            )
-            parts.append(tables)
-    return _concat(parts)
+    return map_models(ctx, _cood_one)
 
 
-def hsc(ctx: RunContext) -> dict[str, pl.DataFrame]:
-    """Hierarchical selective classification of every model on the first ID dataset (hsc.md §7).
-
-    The hierarchy is the packaged ImageNet-1k WordNet tree; rows with temperature scaling use the T fitted on
-    the same seeded split as the selective analysis. Options: ``hsc_repetitions`` (threshold-study splits,
-    default 1000), ``hsc_alphas`` (default hsc.study.DEFAULT_ALPHAS), ``split_seed``.
-    """
+def _hsc_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from hsc.hierarchy import load_imagenet_hierarchy
     from hsc.study import DEFAULT_ALPHAS
     from hsc.temperature import fit_temperature_result
     from pipelines.analysis_hsc import analyse_hsc
     from pipelines.analysis_selective import stratified_split
 
-    hierarchy = load_imagenet_hierarchy()
-    seed = ctx.options.get("split_seed", 0)
-    dataset = ctx.id_datasets()[0]
-    parts = []
-    for ms in ctx.models:
-        out = read_outputs(ctx.workspace, ms.model_id, dataset.name)
-        fit_idx, _, _ = stratified_split(out.labels, seed=seed)
-        temperature = fit_temperature_result(out.logits[fit_idx], out.labels[fit_idx]).temperature
-        parts.append(
-            analyse_hsc(
-                ms.model_id, out.logits, out.labels, hierarchy, temperature=temperature,
-                alphas=ctx.options.get("hsc_alphas", DEFAULT_ALPHAS),
-                repetitions=ctx.options.get("hsc_repetitions", 1000), seed=seed, run_id=ctx.run_id,
-            )
-        )
-    return _concat(parts)
+    seed = inputs.options.get("split_seed", 0)
+    out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
+    fit_idx, _, _ = stratified_split(out.labels, seed=seed)
+    temperature = fit_temperature_result(out.logits[fit_idx], out.labels[fit_idx]).temperature
+    return analyse_hsc(
+        ms.model_id, out.logits, out.labels, load_imagenet_hierarchy(), temperature=temperature,
+        alphas=inputs.options.get("hsc_alphas", DEFAULT_ALPHAS),
+        repetitions=inputs.options.get("hsc_repetitions", 1000), seed=seed, run_id=inputs.run_id,
+    )
+
+
+def hsc(ctx: RunContext) -> Tables:
+    """Hierarchical selective classification of every model on the ID dataset (hsc.md §7).
+
+    The hierarchy is the packaged ImageNet-1k WordNet tree; rows with temperature scaling use the T fitted on
+    the same seeded split as the selective analysis. Options: ``hsc_repetitions`` (threshold-study splits,
+    default 1000), ``hsc_alphas`` (default hsc.study.DEFAULT_ALPHAS), ``split_seed``.
+    """
+    return map_models(ctx, _hsc_one)
 
 
 REGISTRY: dict[str, Analysis] = {

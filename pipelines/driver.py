@@ -35,6 +35,11 @@ DB_NAME = "uebench.duckdb"
 Analysis = Callable[["RunContext"], dict[str, pl.DataFrame]]
 
 
+class ModelAnalysisFailed(UserWarning):
+    """An analysis failed for one model (the message names it); its other models' rows are still ingested and
+    the run is marked ``partial``."""
+
+
 @dataclass
 class RunContext:
     """What the analyses see: the workspace, the models that produced outputs, the datasets, the options."""
@@ -226,8 +231,12 @@ def execute(
                 errors.append(f"{name}: {message}")
                 console.print(f"[red]analysis {name} failed:[/red] {message}")
                 continue
-        for message in sorted({str(w.message) for w in caught}):
+        for message in sorted({str(w.message) for w in caught if not issubclass(w.category, ModelAnalysisFailed)}):
             console.print(f"[yellow]note[/yellow] ({name}): {message}")
+        for warning in caught:
+            if issubclass(warning.category, ModelAnalysisFailed):
+                errors.append(f"{name}: {warning.message}")
+                console.print(f"[red]analysis {name} failed for[/red] {warning.message}")
         try:
             with Store.open(db_path) as store:
                 store.ingest_frames(produced)  # one transaction: all of an analysis's tables or none
