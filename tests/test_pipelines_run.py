@@ -110,17 +110,34 @@ def test_oom_halves_the_batch():
     assert calls[:3] == [5, 4, 2]
 
 
+def _local_reference(tmp_path: Path, per_class: int, shard_size: int):
+    """(dataset, models, report) of a plain local run into ``tmp_path / "local"``, the reference for cluster runs."""
+    dataset = load_folder("val", _make_images(tmp_path / "val", per_class=per_class), "id")
+    models = resolve_all(list(SHARED_SIGNATURE[:2]))
+    import ray
+
+    ray.shutdown()
+    init_ray(num_cpus=2)
+    local = run_inference(models, [dataset], tmp_path / "local", shard_size=shard_size)
+    ray.shutdown()
+    return dataset, models, local
+
+
+def _assert_same_outputs(reference: Path, other: Path, models) -> None:
+    """Every model's outputs in ``other`` are complete, each sample once, with the reference's logits."""
+    for ms in models:
+        a = read_outputs(reference, ms.model_id, "val")
+        b = read_outputs(other, ms.model_id, "val")
+        assert a.sample_ids == b.sample_ids == sorted(set(b.sample_ids))
+        np.testing.assert_array_equal(a.logits, b.logits)
+
+
 @pytest.mark.slow
 def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    dataset = load_folder("val", _make_images(tmp_path / "val", per_class=3), "id")
-    models = resolve_all(list(SHARED_SIGNATURE[:2]))
-    ray.shutdown()
-    init_ray(num_cpus=2)
-    local = run_inference(models, [dataset], tmp_path / "local", shard_size=4)
-    ray.shutdown()
+    dataset, models, local = _local_reference(tmp_path, per_class=3, shard_size=4)
 
     marker = tmp_path / "killed-once"
     os.environ[FAULT_ENV] = str(marker)
@@ -135,11 +152,8 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
         os.environ.pop(FAULT_ENV)
     assert marker.exists()  # one worker really died mid-task and the task was retried
     assert sorted(r.status for r in remote.results) == sorted(r.status for r in local.results)
+    _assert_same_outputs(tmp_path / "local", tmp_path / "cluster", models)  # complete, no duplicates
     for ms in models:
-        a = read_outputs(tmp_path / "local", ms.model_id, "val")
-        b = read_outputs(tmp_path / "cluster", ms.model_id, "val")
-        assert a.sample_ids == b.sample_ids == sorted(set(b.sample_ids))  # complete, no duplicates
-        np.testing.assert_array_equal(a.logits, b.logits)
         files = sorted((tmp_path / "cluster" / "outputs" / f"model={ms.model_id}" / "dataset=val").glob("*.parquet"))
         assert sum(pq.ParquetFile(f).metadata.num_rows for f in files) == len(dataset)
 
@@ -153,12 +167,7 @@ def test_removing_a_node_mid_run_then_rerunning_completes_without_duplicates(tmp
     import ray
     from ray.cluster_utils import Cluster
 
-    dataset = load_folder("val", _make_images(tmp_path / "val", per_class=4), "id")
-    models = resolve_all(list(SHARED_SIGNATURE[:2]))
-    ray.shutdown()
-    init_ray(num_cpus=2)
-    local = run_inference(models, [dataset], tmp_path / "local", shard_size=2)
-    ray.shutdown()
+    dataset, models, local = _local_reference(tmp_path, per_class=4, shard_size=2)
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=2)
@@ -189,10 +198,6 @@ def test_removing_a_node_mid_run_then_rerunning_completes_without_duplicates(tmp
     finally:
         ray.shutdown()
         cluster.shutdown()
-    for ms in models:
-        a = read_outputs(tmp_path / "local", ms.model_id, "val")
-        b = read_outputs(workspace, ms.model_id, "val")
-        assert b.sample_ids == a.sample_ids == sorted(set(b.sample_ids))
-        np.testing.assert_array_equal(a.logits, b.logits)
+    _assert_same_outputs(tmp_path / "local", workspace, models)
     assert len(local.results) == len(again.results)
     assert 0 < done_at_removal < len(local.results)  # the node really went away mid-run
