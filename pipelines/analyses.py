@@ -127,14 +127,12 @@ def cood(ctx: RunContext) -> Tables:
 def _hsc_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from hsc.hierarchy import load_imagenet_hierarchy
     from hsc.study import DEFAULT_ALPHAS
-    from hsc.temperature import fit_temperature_result
     from pipelines.analysis_hsc import analyse_hsc
-    from pipelines.analysis_selective import stratified_split
+    from pipelines.analysis_selective import split_and_fit_temperature
 
     seed = inputs.options.get("split_seed", 0)
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
-    fit_idx, _, _ = stratified_split(out.labels, seed=seed)
-    temperature = fit_temperature_result(out.logits[fit_idx], out.labels[fit_idx]).temperature
+    temperature = split_and_fit_temperature(out.logits, out.labels, seed=seed)[3].temperature
     return analyse_hsc(
         ms.model_id, out.logits, out.labels, load_imagenet_hierarchy(), temperature=temperature,
         alphas=inputs.options.get("hsc_alphas", DEFAULT_ALPHAS),

@@ -21,7 +21,7 @@ import polars as pl
 
 from cood import confidence
 from hsc.selective import summarize
-from hsc.temperature import SoftmaxStats, check_logits, fit_temperature_result, softmax_stats
+from hsc.temperature import SoftmaxStats, TemperatureFit, check_logits, fit_temperature_result, softmax_stats
 
 DEFAULT_KAPPAS = ("msp", "neg_entropy", "max_logit")
 # κ that are probabilities, so calibration metrics (ECE, MCE, A-ECE) make sense for them
@@ -118,6 +118,16 @@ def stratified_split(labels: np.ndarray, n_fit: int = 5000, seed: int = 0) -> tu
     return np.flatnonzero(fit_mask), np.flatnonzero(~fit_mask), digest
 
 
+def split_and_fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, seed: int = 0, n_fit: int = 5000
+) -> tuple[np.ndarray, np.ndarray, str, TemperatureFit]:
+    """The run's shared TS recipe: :func:`stratified_split` of ``labels: (N,)`` and the temperature fitted on
+    its fit part of ``logits: (N, C)``. Returns (fit_idx, eval_idx, split sha256, TemperatureFit); every
+    analysis that scales by T (selective, hsc) calls this, so they agree on T."""
+    fit_idx, eval_idx, sha = stratified_split(labels, n_fit=n_fit, seed=seed)
+    return fit_idx, eval_idx, sha, fit_temperature_result(logits[fit_idx], labels[fit_idx])
+
+
 def _kappa_values(
     name: str, stats: SoftmaxStats, logits: np.ndarray, beta: float, rows: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -168,8 +178,7 @@ def analyse_selective(
         )
     base = softmax_stats(z, y)
     correct = base.top_class == y
-    fit_idx, eval_idx, sha = stratified_split(y, n_fit=n_fit, seed=split_seed)
-    fit = fit_temperature_result(z[fit_idx], y[fit_idx])
+    fit_idx, eval_idx, sha, fit = split_and_fit_temperature(z, y, seed=split_seed, n_fit=n_fit)
     beta = 1.0 / fit.temperature
     scaled = softmax_stats(z, y, beta=beta, rows=eval_idx)
     shared = {
