@@ -158,6 +158,24 @@ def _is_stable_descending(c: np.ndarray, order: np.ndarray) -> bool:
     return not (np.any(step > 0) or np.any((step == 0) & (order[1:] < order[:-1])))
 
 
+def stable_descending_order(conf: np.ndarray) -> np.ndarray:
+    """``conf: (N,)`` float64 without NaN -> ``(N,) int64`` permutation sorting it descending, tied values in
+    index order: exactly ``np.argsort(-conf, kind="stable")``, at about a quarter of its cost.
+
+    numpy's unstable argsort is vectorised (a merge sort is not). Its order differs from the stable one only
+    inside runs of equal values, so those runs are then put in index order by one integer sort of
+    run·N + index (skipped when there are no ties).
+    """
+    order = np.argsort(-conf)
+    ranked = conf[order]
+    new_run = ranked[1:] != ranked[:-1]
+    if new_run.all():
+        return order
+    run = np.zeros(order.size, dtype=np.int64)
+    np.cumsum(new_run, out=run[1:])
+    return np.sort(run * order.size + order) % order.size
+
+
 def rank_scores(conf: np.ndarray, correct: np.ndarray, order_hint: np.ndarray | None = None) -> RankedScores:
     """Validate ``conf: (N,)`` / ``correct: (N,) bool`` and sort once (stable, descending confidence).
 
@@ -167,7 +185,7 @@ def rank_scores(conf: np.ndarray, correct: np.ndarray, order_hint: np.ndarray | 
     """
     c, y = _check_inputs(conf, correct)
     hint_ok = order_hint is not None and _is_stable_descending(c, np.asarray(order_hint))
-    order = np.asarray(order_hint) if hint_ok else np.argsort(-c, kind="stable")
+    order = np.asarray(order_hint) if hint_ok else stable_descending_order(c)
     cs, ys = c[order], y[order]
     errors_before = np.zeros(cs.size + 1, dtype=np.int64)
     np.cumsum(~ys, out=errors_before[1:])

@@ -22,7 +22,7 @@ import numpy as np
 from hsc.parallel import map_row_chunks
 
 T_BOUNDS = (0.05, 20.0)
-_CHUNK_ROWS = 256  # 256 x C float64 buffers stay cache-sized for C ~ 1,000
+_CHUNK_ROWS = 512  # per-chunk call overhead vs cache: 512 was fastest for C = 1,000 (256: +10%, 2048: +30%)
 _LOCAL = threading.local()
 
 
@@ -35,6 +35,24 @@ def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
     if buf is None or buf.size < rows * cols:
         buf = buffers[slot] = np.empty(max(rows, _CHUNK_ROWS) * cols, dtype=np.float64)
     return buf[: rows * cols].reshape(rows, cols)
+
+
+def _exp_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = exp(x)`` for two writable float64 arrays of one shape (``out`` may be ``x``); returns ``out``.
+
+    Uses torch's vectorised float64 exp: within 1 ulp of numpy's, and 2.5x faster on CPUs without AVX-512,
+    where numpy's float64 exp runs one element at a time (5 ns vs 2 ns per element; it is most of a pass).
+    """
+    import torch  # deferred: importing torch costs about a second, and only the logit passes need it
+
+    torch.exp(torch.from_numpy(x), out=torch.from_numpy(out))
+    return out
+
+
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(n,)`` row-wise inner products Σ_j a[i, j]·b[i, j] of two ``(n, C)`` float64 arrays (a batched BLAS
+    dot: about twice as fast as ``einsum`` here)."""
+    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
 def _map_chunks(fn, n_rows: int) -> list:
@@ -152,8 +170,8 @@ def softmax_stats(
         c -= top[:, None]
         if y is not None:
             out[4, a:b] = c[rows_, y[a:b] if idx is None else y[idx[a:b]]] + top
-        e = np.exp(c, out=_buffer(1, b - a, z.shape[1]))
-        weighted = np.einsum("ij,ij->i", e, c)  # a −inf logit gives 0·(−inf) = NaN here
+        e = _exp_into(c, _buffer(1, b - a, z.shape[1]))
+        weighted = _row_dots(e, c)  # a −inf logit gives 0·(−inf) = NaN here
         # drop the top class's exp(0) = 1 so the other classes' mass keeps full precision when it is < 1e-16
         e[rows_, top_class] = 0.0
         others = e.sum(axis=1)
@@ -161,7 +179,7 @@ def softmax_stats(
         out[0, a:b] = top
         out[1, a:b] = np.log1p(others)
         out[2, a:b] = top + weighted / s
-        out[3, a:b] = (1.0 + np.einsum("ij,ij->i", e, e)) / (s * s)
+        out[3, a:b] = (1.0 + _row_dots(e, e)) / (s * s)
 
     _map_chunks(chunk, n)
     if y is None:
@@ -191,13 +209,17 @@ class _ShiftedLogits:
         self.d = d
         self.d_label = d[np.arange(d.shape[0]), y]
 
+    def _exp_scaled(self, beta: float, a: int, b: int) -> np.ndarray:
+        """exp(β·d) of rows [a, b), in this thread's scratch buffer."""
+        e = np.multiply(self.d[a:b], beta, out=_buffer(0, b - a, self.d.shape[1]))
+        return _exp_into(e, e)
+
     def mean_nll(self, beta: float) -> float:
         """Mean over rows of −log softmax(β·z)_y, float64."""
         d = self.d
 
         def chunk(a: int, b: int) -> float:
-            e = np.multiply(d[a:b], beta, out=_buffer(0, b - a, d.shape[1]))
-            np.exp(e, out=e)
+            e = self._exp_scaled(beta, a, b)
             return float(np.log(e.sum(axis=1)).sum())
 
         total = math.fsum(_map_chunks(chunk, d.shape[0]))
@@ -208,12 +230,11 @@ class _ShiftedLogits:
         d = self.d
 
         def chunk(a: int, b: int) -> tuple[float, float, float]:
-            e = np.multiply(d[a:b], beta, out=_buffer(0, b - a, d.shape[1]))
-            np.exp(e, out=e)
+            e = self._exp_scaled(beta, a, b)
             s = e.sum(axis=1)
+            mean_d = _row_dots(e, d[a:b]) / s
             e *= d[a:b]  # e·d
-            mean_d = e.sum(axis=1) / s
-            mean_d2 = np.einsum("ij,ij->i", e, d[a:b]) / s
+            mean_d2 = _row_dots(e, d[a:b]) / s
             return float(np.log(s).sum()), float(mean_d.sum()), float((mean_d2 - mean_d * mean_d).sum())
 
         parts = _map_chunks(chunk, d.shape[0])
@@ -228,10 +249,9 @@ class _ShiftedLogits:
         beta = 1.0 / t
 
         def chunk(a: int, b: int) -> tuple[float, float]:
-            e = np.multiply(d[a:b], beta, out=_buffer(0, b - a, d.shape[1]))
-            np.exp(e, out=e)
+            e = self._exp_scaled(beta, a, b)
             s = e.sum(axis=1)
-            return float(np.log(s).sum()), float((np.einsum("ij,ij->i", e, d[a:b]) / s).sum())
+            return float(np.log(s).sum()), float((_row_dots(e, d[a:b]) / s).sum())
 
         parts = _map_chunks(chunk, d.shape[0])
         n = d.shape[0]
@@ -252,8 +272,11 @@ class TemperatureFit:
     evaluations: int
 
 
-def _fit_newton(obj: _ShiftedLogits, tol: float = 1e-9, max_steps: int = 100) -> tuple[float, float, int]:
-    """(T, mean NLL at T, passes) of a safeguarded Newton search on β = 1/T ∈ [1/T_max, 1/T_min].
+def _fit_newton(
+    obj: _ShiftedLogits, tol: float = 1e-9, max_steps: int = 100
+) -> tuple[float, float, float, int]:
+    """(T, mean NLL at T, mean NLL at T = 1, passes) of a safeguarded Newton search on β = 1/T ∈
+    [1/T_max, 1/T_min], started at β = 1 (so its first pass also gives the NLL before scaling).
 
     The mean NLL is convex in β, with f'(β) = mean(E_p[d] − d_y) and f''(β) = mean(Var_p[d]) from one
     pass each (:meth:`_ShiftedLogits.nll_derivatives`). The bracket [lo, hi] keeps the sign change of f';
@@ -262,17 +285,20 @@ def _fit_newton(obj: _ShiftedLogits, tol: float = 1e-9, max_steps: int = 100) ->
     """
     lo, hi = 1.0 / T_BOUNDS[1], 1.0 / T_BOUNDS[0]
     beta = 1.0
+    nll_at_1 = math.nan
     for step in range(1, max_steps + 1):
         nll, grad, curvature = obj.nll_derivatives(beta)
+        if step == 1:
+            nll_at_1 = nll
         if grad > 0:
             hi = beta
         else:
             lo = beta
         proposal = beta - grad / curvature if curvature > 0 else 0.5 * (lo + hi)
         if abs(proposal - beta) <= tol * beta or hi - lo <= tol * beta:
-            return 1.0 / beta, nll, step
+            return 1.0 / beta, nll, nll_at_1, step
         beta = proposal if lo < proposal < hi else 0.5 * (lo + hi)
-    return 1.0 / beta, obj.mean_nll(beta), max_steps + 1
+    return 1.0 / beta, obj.mean_nll(beta), nll_at_1, max_steps + 1
 
 
 def _fit_lbfgs_reference(obj: _ShiftedLogits) -> tuple[float, int]:
@@ -336,14 +362,13 @@ def fit_temperature_result(logits: np.ndarray, labels: np.ndarray, reference: bo
     LBFGS recipe, returned as found (it may leave the bounds or stall; selective.md §3).
     """
     obj = _ShiftedLogits(logits, labels)
-    nll_before = obj.mean_nll(1.0)
     if reference:
         t, evals = _fit_lbfgs_reference(obj)
-        return TemperatureFit(t, nll_before, obj.mean_nll(1.0 / t), "lbfgs_reference", evals + 2)
-    t, nll_after, evals = _fit_newton(obj)
+        return TemperatureFit(t, obj.mean_nll(1.0), obj.mean_nll(1.0 / t), "lbfgs_reference", evals + 2)
+    t, nll_after, nll_before, evals = _fit_newton(obj)
     if not nll_after <= nll_before:
-        return TemperatureFit(1.0, nll_before, nll_before, "fallback_t1", evals + 1)
-    return TemperatureFit(t, nll_before, nll_after, "newton", evals + 1)
+        return TemperatureFit(1.0, nll_before, nll_before, "fallback_t1", evals)
+    return TemperatureFit(t, nll_before, nll_after, "newton", evals)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from cood import confidence
-from hsc.selective import summarize
+from hsc.selective import stable_descending_order, summarize
 from hsc.temperature import SoftmaxStats, TemperatureFit, check_logits, fit_temperature_result, softmax_stats
 
 DEFAULT_KAPPAS = ("msp", "neg_entropy", "max_logit")
@@ -201,7 +201,7 @@ def analyse_selective(
         values_eval = None if values_all is None else values_all[eval_idx]
         # one sort of all samples also orders the eval subset (a stable order stays stable when restricted),
         # and T-invariant rankings (max logit) keep it with TS; summarize verifies each hint in O(n)
-        order_all = np.argsort(-key_all, kind="stable")
+        order_all = stable_descending_order(key_all)
         order_eval = eval_position[order_all]
         order_eval = order_eval[order_eval >= 0]
         hints = (order_all, order_eval, order_eval)

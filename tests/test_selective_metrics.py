@@ -622,3 +622,17 @@ def test_order_hint_is_used_only_when_it_is_the_stable_order(ties):
     restricted = restricted[restricted >= 0]
     assert np.array_equal(S.rank_scores(conf[subset], correct[subset], order_hint=restricted).order, restricted)
     assert np.array_equal(restricted, np.argsort(-conf[subset], kind="stable"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 5000])
+@pytest.mark.parametrize("levels", [None, 1, 3, 40])
+def test_stable_descending_order_is_numpys_stable_argsort(n, levels):
+    """Oracle: numpy's merge sort. ``levels`` = number of distinct values (None: continuous, no ties);
+    ±0.0 are mixed in, which compare equal and must stay in index order."""
+    rng = np.random.default_rng(n + (levels or 0))
+    conf = rng.random(n) if levels is None else rng.integers(0, levels, n).astype(np.float64)
+    if levels is not None and n:
+        conf[conf == 0] = rng.choice([0.0, -0.0], int((conf == 0).sum()))
+    order = S.stable_descending_order(conf)
+    assert order.dtype == np.int64
+    assert np.array_equal(order, np.argsort(-conf, kind="stable"))

@@ -59,7 +59,7 @@ def test_newton_ends_at_the_bound_when_the_optimum_lies_beyond(scale, bound):
     else:
         y = rng.integers(0, 5, 4000)
         z = np.eye(5)[y] * 0.001 * scale  # right class always on top, margin 0.2 at T = 1
-    t, _, passes = ts._fit_newton(ts._ShiftedLogits(z, y))
+    t, _, _, passes = ts._fit_newton(ts._ShiftedLogits(z, y))
     assert t == pytest.approx(bound, rel=1e-6)
     assert passes <= 100
 
@@ -76,11 +76,16 @@ def test_fit_never_increases_nll_and_is_order_invariant():
         assert S.fit_temperature(z[perm], y[perm]) == pytest.approx(fit.temperature, rel=1e-6)
         nll_t = np.mean(-log_softmax(z / fit.temperature, axis=1)[np.arange(500), y])
         assert fit.nll_after == pytest.approx(nll_t, rel=1e-12)
+        nll_1 = np.mean(-log_softmax(z, axis=1)[np.arange(500), y])
+        assert fit.nll_before == pytest.approx(nll_1, rel=1e-12)
 
 
 def test_fit_falls_back_to_one_when_the_search_is_worse(monkeypatch):
     z, y = _calibrated(400, 5, seed=3)
-    monkeypatch.setattr(ts, "_fit_newton", lambda obj: (19.0, obj.mean_nll(1 / 19.0), 3))  # a failed search
+    def failed_search(obj):  # (T, NLL at T, NLL at T = 1, passes) of a search that ended worse than T = 1
+        return 19.0, obj.mean_nll(1 / 19.0), obj.mean_nll(1.0), 3
+
+    monkeypatch.setattr(ts, "_fit_newton", failed_search)
     fit = S.fit_temperature_result(z, y)
     assert fit.temperature == 1.0 and fit.method == "fallback_t1" and fit.nll_after == fit.nll_before
 
