@@ -226,8 +226,21 @@ def _depth_groups(H: Hierarchy) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _predict(H: Hierarchy, probs: np.ndarray, theta: float, rule: str) -> np.ndarray:
+    """(N,) predictions of ``rule`` at one θ: per chunk, the first candidate whose score reaches θ, else the
+    last one (the same node as ``step_table(...).predict(θ)``, whose thresholds are running maxima of the
+    scores, without building and keeping the (N, K) table)."""
     theta = check_theta(theta)
-    return step_table(H, probs, rule).predict(theta)
+    check_rule(rule)
+
+    def chunk_predict(P: np.ndarray) -> np.ndarray:
+        states, scores = _table_chunk(H, P, rule)
+        check_scores(scores)
+        reached = scores >= theta
+        reached[:, -1] = True
+        return np.take_along_axis(states, np.argmax(reached, axis=1)[:, None], axis=1)[:, 0]
+
+    parts = map_node_prob_chunks(H, probs, chunk_predict)
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def selective(H: Hierarchy, probs: np.ndarray, theta: float) -> np.ndarray:

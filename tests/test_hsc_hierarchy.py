@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import hsc.hierarchy as hierarchy_module
 from hsc.hierarchy import Hierarchy
 
 
@@ -285,10 +286,21 @@ def test_node_probs_against_cluster_sums(seed):
 
 
 def test_node_probs_chunks_agree_with_whole():
-    H, _, _, _ = random_case(3)
-    probs = random_probs(np.random.default_rng(0), 9000, H.num_leaves)  # spans several blocks
+    """9,000 rows span several pool tasks (PARALLEL_SUM_ROWS) and blocks: same rows as a small call, the oracle's
+    sums, bitwise monotone; a bad row in a late task is still reported under the argument's name."""
+    H, oracle, _, _ = random_case(3)
+    probs = random_probs(np.random.default_rng(0), 9000, H.num_leaves)
+    assert probs.shape[0] > 2 * hierarchy_module.PARALLEL_SUM_ROWS
     P = H.node_probs(probs)
     np.testing.assert_array_equal(P[5000:5003], H.node_probs(probs[5000:5003]))
+    expect = oracle.node_probs(probs)
+    expect[:, H.root] = 1.0
+    np.testing.assert_allclose(P, expect, rtol=1e-13, atol=1e-15)
+    child = np.flatnonzero(H.parent >= 0)
+    assert (P[:, H.parent[child]] >= P[:, child]).all()
+    probs[8500, 0] = np.nan
+    with pytest.raises(ValueError, match="probs: expected finite"):
+        H.node_probs(probs)
 
 
 def test_node_probs_fills_a_given_buffer_and_rejects_a_wrong_one():
