@@ -44,7 +44,7 @@ from hsc.parallel import map_row_chunks
 # Rows handled at once by the analysis (≈ 11 MB of (rows, V) float64: the leaf argmax copies its strided block,
 # which stays in cache; 1,024 was fastest for the rules, 4,096 and 256 were 20-40% slower).
 CHUNK_ROWS = 1024
-# Rows per block of the node-probability sums (a 5.6 MB node-major scratch; 128-512 measured within 10%), and
+# Rows per block of the node-probability sums (a 5.6 MB node-major scratch; 256: +3%, 128: +20%), and
 # rows per task when node_probs spreads its blocks over the thread pool.
 SUM_ROWS = 512
 PARALLEL_SUM_ROWS = 2048
