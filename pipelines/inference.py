@@ -116,36 +116,46 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
 
+def _host_batch(crops: np.ndarray, pin: bool):
+    """``crops: (n, H, W, 3) uint8`` (a read-only slice of the decode cache) -> a torch tensor of its own, in
+    page-locked memory when ``pin`` (CUDA: the copy to the device can then run asynchronously). One copy."""
+    import torch
+
+    batch = torch.empty(crops.shape, dtype=torch.uint8, pin_memory=pin)
+    batch.numpy()[...] = crops
+    return batch
+
+
 def _forward_all(
     model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, device: str, shard: int = 0
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Logits ``(N, 1000) float32`` of all crops and the requested model-in-the-loop columns (name -> (N,));
-    halves the batch on out-of-memory. Returns (logits, model confidence columns, final batch size)."""
+    halves the batch on out-of-memory. Returns (logits, model confidence columns, final batch size).
+
+    The logits stay on the device until the end, so on CUDA the host copies the next batch into pinned memory
+    while the device still runs the previous one (the model-in-the-loop columns synchronise per batch)."""
     import torch
 
     from pipelines import model_confidence
     from pipelines.preprocess import normalise
 
     batch_size = opts.batch_size
-    outputs: list[np.ndarray] = []
+    outputs: list[torch.Tensor] = []  # on the device: no per-batch synchronisation unless a column needs it
     extra: dict[str, list[np.ndarray]] = {name: [] for name in opts.model_confidences}
     start = 0
     batch_index = 0
     use_cuda = device.startswith("cuda")
     while start < len(crops):
-        chunk = torch.from_numpy(np.ascontiguousarray(crops[start : start + batch_size]))
-        if use_cuda:
-            chunk = chunk.pin_memory()
+        chunk = _host_batch(crops[start : start + batch_size], pin=use_cuda)
         try:
             x = normalise(chunk, ms.preprocess, device)  # outside inference mode: ODIN needs its gradient
             if use_cuda and opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and opts.amp):
                 logits = model(x).float()
-            logits_np = logits.cpu().numpy()
             columns = (
                 model_confidence.compute(
-                    model, x, ms.preprocess.std, opts.model_confidences, logits=logits_np,
+                    model, x, ms.preprocess.std, opts.model_confidences, logits=logits.cpu().numpy(),
                     mc_passes=opts.mc_passes, seed=opts.seed + 1_000_003 * shard + batch_index,
                 )
                 if opts.model_confidences
@@ -158,12 +168,12 @@ def _forward_all(
             if use_cuda:
                 torch.cuda.empty_cache()
             continue
-        outputs.append(logits_np)
+        outputs.append(logits)
         for name, values in columns.items():
             extra[name].append(values)
         start += len(chunk)
         batch_index += 1
-    logits_all = np.concatenate(outputs) if outputs else np.zeros((0, 1000), np.float32)
+    logits_all = torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0, 1000), np.float32)
     return logits_all, {name: np.concatenate(parts) for name, parts in extra.items() if parts}, batch_size
 
 
@@ -315,7 +325,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
                 "`ray start --head` or drop [ray] address to run locally"
             ) from None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
+        # "local": always a new instance, even when a `ray start` cluster runs on this machine (ray.init() with
+        # no address would join that one and then refuse num_cpus)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
 
 
 def cluster_gpus() -> float:

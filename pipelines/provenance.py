@@ -9,8 +9,12 @@ from pathlib import Path
 
 
 def code_version() -> str:
-    """``uebench <version>`` plus the git commit (and ``-dirty``) when running from a checkout."""
-    version = metadata.version("uebench")
+    """``uebench <version>`` plus the git commit (and ``-dirty``) when running from a checkout; the version is
+    ``source`` when the code runs from a source tree that was never installed (``PYTHONPATH=.``)."""
+    try:
+        version = metadata.version("uebench")
+    except metadata.PackageNotFoundError:
+        version = "source"
     repo = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(

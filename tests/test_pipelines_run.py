@@ -201,3 +201,23 @@ def test_removing_a_node_mid_run_then_rerunning_completes_without_duplicates(tmp
     _assert_same_outputs(tmp_path / "local", workspace, models)
     assert len(local.results) == len(again.results)
     assert 0 < done_at_removal < len(local.results)  # the node really went away mid-run
+
+
+@pytest.mark.slow
+def test_a_local_run_starts_its_own_ray_even_when_a_cluster_runs_on_the_machine():
+    """Ray's plain init() joins a `ray start` cluster found on the machine and then refuses num_cpus; a run
+    without an address must start its own instance (oracle: it has exactly the CPUs it asked for and is not
+    the other cluster's head)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    try:
+        init_ray(num_cpus=1)
+        assert ray.cluster_resources().get("CPU") == 1
+        assert ray.get_runtime_context().gcs_address != cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

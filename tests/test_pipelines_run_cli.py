@@ -201,3 +201,16 @@ def test_flags_build_or_override_a_config(tmp_path):
 
 def test_run_without_config_or_flags_is_a_one_line_error():
     _one_line_error(_uebench("run"), "give a CONFIG.toml")
+
+
+def test_code_version_from_a_source_tree_that_was_never_installed(monkeypatch):
+    """PYTHONPATH=. without `pip install`: no package metadata, yet model tasks must still record provenance."""
+    from importlib import metadata
+
+    from pipelines import provenance
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(provenance.metadata, "version", not_installed)
+    assert provenance.code_version().startswith("uebench source")
