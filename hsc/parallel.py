@@ -1,8 +1,8 @@
 """Row-chunk parallelism for the numpy passes of ``hsc``: one shared thread pool (numpy releases the GIL in
 its inner loops, so memory-bound passes over (N, C) arrays use every core).
 
-While chunks run on the pool, the BLAS library behind numpy is limited to one thread (threadpoolctl), so
-matrix products inside the chunks do not start a second set of threads on the same cores.
+The chunks' work must not start threads of its own: no dense BLAS products inside them (the row dots of
+``hsc.temperature`` are 1,000-long, below OpenBLAS's threading threshold; sparse products use none).
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from threadpoolctl import ThreadpoolController
-
 T = TypeVar("T")
 MAX_THREADS = 8
 _POOL: ThreadPoolExecutor | None = None
-_BLAS: ThreadpoolController | None = None
 _WORKER = threading.local()  # .active is True inside a pool task
 
 
@@ -30,17 +27,9 @@ def pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _blas() -> ThreadpoolController:
-    """The thread-pool controller of the native libraries loaded now (numpy's BLAS), created on first use."""
-    global _BLAS
-    if _BLAS is None:
-        _BLAS = ThreadpoolController()
-    return _BLAS
-
-
 def map_row_chunks(fn: Callable[[int, int], T], n_rows: int, chunk_rows: int) -> list[T]:
-    """``[fn(start, stop) for each chunk of chunk_rows rows]`` in order; on the shared pool (with single-threaded
-    BLAS) when there are several chunks and several cores, in place when called from a pool task."""
+    """``[fn(start, stop) for each chunk of chunk_rows rows]`` in order; on the shared pool when there are several
+    chunks and several cores, in place when called from a pool task."""
     bounds = [(a, min(a + chunk_rows, n_rows)) for a in range(0, n_rows, chunk_rows)]
     if len(bounds) <= 1 or (os.cpu_count() or 1) == 1 or getattr(_WORKER, "active", False):
         return [fn(a, b) for a, b in bounds]  # a call from inside a pool task runs in place (no deadlock)
@@ -52,5 +41,4 @@ def map_row_chunks(fn: Callable[[int, int], T], n_rows: int, chunk_rows: int) ->
         finally:
             _WORKER.active = False
 
-    with _blas().limit(limits=1, user_api="blas"):
-        return list(pool().map(task, bounds))
+    return list(pool().map(task, bounds))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +38,14 @@ def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
     return buf[: rows * cols].reshape(rows, cols)
 
 
-def _exp_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[...] = exp(x)`` for two writable float64 arrays of one shape (``out`` may be ``x``); returns ``out``.
+ExpKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``exp(x, out) -> out``: writes exp(x) into ``out``; both float64 arrays of one shape, ``out`` may be ``x``."""
 
-    Uses torch's vectorised float64 exp: within 1 ulp of numpy's, and 2.5x faster on CPUs without AVX-512,
-    where numpy's float64 exp runs one element at a time (5 ns vs 2 ns per element; it is most of a pass).
-    """
-    import torch  # deferred: importing torch costs about a second, and only the logit passes need it
 
-    torch.exp(torch.from_numpy(x), out=torch.from_numpy(out))
-    return out
+def numpy_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The default :data:`ExpKernel`, numpy's float64 ``exp`` (vectorised only on AVX-512 CPUs; a caller that
+    may use torch can pass a faster kernel, as ``pipelines.analysis_selective.torch_exp`` does)."""
+    return np.exp(x, out=out)
 
 
 def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -143,11 +142,14 @@ def softmax_stats(
     labels: np.ndarray | None = None,
     beta: float = 1.0,
     rows: np.ndarray | None = None,
+    *,
+    exp: ExpKernel = numpy_exp,
 ) -> SoftmaxStats:
     """One float64 pass over ``logits: (N, C)`` (any float dtype): :class:`SoftmaxStats` of softmax(β·z).
 
     ``labels: (N,)`` int (optional) enables NLL and Brier; ``beta`` = 1/T > 0; ``rows`` (optional int index)
-    restricts the pass to those rows without copying the matrix.
+    restricts the pass to those rows without copying the matrix; ``exp``: the float64 exp kernel (most of the
+    pass's time).
     """
     z, y = check_logits(logits, labels, finite=False)  # non-finite logits surface as non-finite row stats
     if not (math.isfinite(beta) and beta > 0):
@@ -170,7 +172,7 @@ def softmax_stats(
         c -= top[:, None]
         if y is not None:
             out[4, a:b] = c[rows_, y[a:b] if idx is None else y[idx[a:b]]] + top
-        e = _exp_into(c, _buffer(1, b - a, z.shape[1]))
+        e = exp(c, _buffer(1, b - a, z.shape[1]))
         weighted = _row_dots(e, c)  # a −inf logit gives 0·(−inf) = NaN here
         # drop the top class's exp(0) = 1 so the other classes' mass keeps full precision when it is < 1e-16
         e[rows_, top_class] = 0.0
@@ -192,8 +194,9 @@ def softmax_stats(
 class _ShiftedLogits:
     """Calibration logits shifted by their row max, d = z − max z (float64), for repeated NLL(β) calls."""
 
-    def __init__(self, logits: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, logits: np.ndarray, labels: np.ndarray, exp: ExpKernel = numpy_exp) -> None:
         z, y = check_logits(logits, labels, finite=False)
+        self.exp = exp
         d = np.empty(z.shape, dtype=np.float64)
 
         def chunk(a: int, b: int) -> bool:
@@ -212,7 +215,7 @@ class _ShiftedLogits:
     def _exp_scaled(self, beta: float, a: int, b: int) -> np.ndarray:
         """exp(β·d) of rows [a, b), in this thread's scratch buffer."""
         e = np.multiply(self.d[a:b], beta, out=_buffer(0, b - a, self.d.shape[1]))
-        return _exp_into(e, e)
+        return self.exp(e, e)
 
     def mean_nll(self, beta: float) -> float:
         """Mean over rows of −log softmax(β·z)_y, float64."""
@@ -354,14 +357,17 @@ def _fit_lbfgs_reference(obj: _ShiftedLogits) -> tuple[float, int]:
     return t, evals
 
 
-def fit_temperature_result(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> TemperatureFit:
+def fit_temperature_result(
+    logits: np.ndarray, labels: np.ndarray, reference: bool = False, *, exp: ExpKernel = numpy_exp
+) -> TemperatureFit:
     """Fit T on ``logits: (N, C)`` float and ``labels: (N,)`` int; return a :class:`TemperatureFit`.
 
     Default: safeguarded Newton on β = 1/T, T ∈ [0.05, 20], of the float64 mean NLL; if the optimum's NLL
     exceeds the NLL at T = 1, T = 1 is returned (``method="fallback_t1"``). ``reference=True``: the paper's
-    LBFGS recipe, returned as found (it may leave the bounds or stall; selective.md §3).
+    LBFGS recipe, returned as found (it may leave the bounds or stall; selective.md §3). ``exp``: the float64
+    exp kernel of the NLL passes.
     """
-    obj = _ShiftedLogits(logits, labels)
+    obj = _ShiftedLogits(logits, labels, exp)
     if reference:
         t, evals = _fit_lbfgs_reference(obj)
         return TemperatureFit(t, obj.mean_nll(1.0), obj.mean_nll(1.0 / t), "lbfgs_reference", evals + 2)
@@ -371,9 +377,11 @@ def fit_temperature_result(logits: np.ndarray, labels: np.ndarray, reference: bo
     return TemperatureFit(t, nll_before, nll_after, "newton", evals)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, reference: bool = False) -> float:
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, reference: bool = False, *, exp: ExpKernel = numpy_exp
+) -> float:
     """Temperature T > 0 minimising the mean NLL of softmax(z / T) on ``logits: (N, C)``, ``labels: (N,)``.
 
-    See :func:`fit_temperature_result` for the NLL before/after and the method used.
+    See :func:`fit_temperature_result` for the NLL before/after, the method used and ``exp``.
     """
-    return fit_temperature_result(logits, labels, reference=reference).temperature
+    return fit_temperature_result(logits, labels, reference=reference, exp=exp).temperature

@@ -1,19 +1,13 @@
-"""hsc.parallel: the shared row-chunk pool (order, errors, nesting, BLAS threads inside tasks)."""
+"""hsc.parallel: the shared row-chunk pool (order, errors, nesting)."""
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 from hsc import parallel
-
-
-def _blas_threads() -> list[int]:
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
 def test_chunks_cover_the_rows_in_order():
@@ -48,14 +42,3 @@ def test_a_nested_call_runs_in_place_instead_of_waiting_for_the_busy_pool():
     runner.join(timeout=30)
     assert not runner.is_alive(), "nested map_row_chunks deadlocked"
     assert result == [[40] * threads]
-
-
-@pytest.mark.skipif(
-    (os.cpu_count() or 1) < 2 or not _blas_threads() or max(_blas_threads()) < 2,
-    reason="one core or single-threaded BLAS: tasks run in place and BLAS has nothing to limit",
-)
-def test_blas_is_single_threaded_inside_tasks_and_restored_after():
-    before = _blas_threads()
-    inside = parallel.map_row_chunks(lambda a, b: _blas_threads(), 4, 1)
-    assert all(threads == [1] * len(before) for threads in inside)
-    assert _blas_threads() == before
