@@ -65,13 +65,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # κ that one float64 softmax pass gives together (see _softmax_family); rows per chunk of that pass
-SOFTMAX_FAMILY = ("msp", "neg_entropy", "max_logit", "energy")
+SOFTMAX_FAMILY = ("msp", "log_msp", "neg_entropy", "max_logit", "energy")
+# κ whose float64 values tie where they saturate -> the registered κ that ranks them without ties (a strictly
+# increasing function of them wherever they do not tie); C-OOD ranks by it (cood.md §5)
+RANK_KEYS = {"msp": "log_msp"}
 _CHUNK_ROWS = 2048
 
 
 def _softmax_family(z: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
-    """``z: (N, C)`` validated float64 logits -> ``{name: (N,) float64}`` for names in SOFTMAX_FAMILY or
-    ``log_msp``, from one exp pass per chunk of rows.
+    """``z: (N, C)`` validated float64 logits -> ``{name: (N,) float64}`` for names in SOFTMAX_FAMILY, from one
+    exp pass per chunk of rows.
 
     With d = z − max z and r = Σ_{j ≠ top} exp(d_j) (the top class's exp(0) = 1 left out, so r keeps full
     precision when it is below 1e-16): log MSP = −log1p(r), MSP = exp(log MSP), energy = max z + log1p(r),
@@ -112,6 +115,7 @@ def msp(logits: np.ndarray) -> np.ndarray:
     return _softmax_family(_as_logits(logits), ["msp"])["msp"]
 
 
+@register("log_msp")
 def log_msp(logits: np.ndarray) -> np.ndarray:
     """log of the maximum softmax probability, ``(N,) float64`` ≤ 0: the tie-free ranking key of MSP (it stays
     below 0 for any finite gap, where exp(log MSP) and a float32 softmax round to 1.0)."""
@@ -147,8 +151,8 @@ def margin(logits: np.ndarray) -> np.ndarray:
 def compute(logits: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
     """Evaluate several registered confidence functions: ``{name: (N,) float64}``, in the order asked.
 
-    The logits are validated and widened once, and the softmax family (MSP, negative entropy, energy, max
-    logit) shares one exp pass: the same values as calling each function, ≈ 3× faster for those four. Raises
+    The logits are validated and widened once, and the softmax family (MSP, log MSP, negative entropy,
+    energy, max logit) shares one exp pass: the same values as calling each function, ≈ 3× faster for those four. Raises
     ValueError naming the unknown function and the registered ones.
     """
     names = list(names)

@@ -159,6 +159,8 @@ def evaluate_levels(
     id_conf: np.ndarray,
     id_correct: np.ndarray,
     *,
+    ood_rank: np.ndarray | None = None,
+    id_rank: np.ndarray | None = None,
     model_id: str | None = None,
     kappa: str | None = None,
     kappa_params: dict[str, Any] | str | None = None,
@@ -173,7 +175,10 @@ def evaluate_levels(
     levels: from :func:`cood.severity.severity_levels` over K classes.
     ood_conf: (M,) float κ of the OOD *test* samples; ood_class: (M,) int class index in [0, K).
     id_conf: (N,) float κ of the ID samples; id_correct: (N,) bool, top-1 prediction correct.
-    The keyword arguments are provenance copied onto every row (``kappa_params`` as JSON text).
+    ood_rank, id_rank: optional (M,) / (N,) tie-free ranking keys of the κ values (log-MSP for MSP, which
+    rounds to 1.0 for very confident samples, cood.md §5); given together, every ranking metric uses them and
+    ``id_avg_conf`` still averages the κ values. The other keyword arguments are provenance copied onto every
+    row (``kappa_params`` as JSON text).
     Raises ValueError on shape/dtype/range mismatches or when a level has no OOD test sample.
     """
     ood_conf = _scores(ood_conf, "ood_conf")
@@ -197,10 +202,20 @@ def evaluate_levels(
         id_correct = id_correct.astype(bool)
     if id_conf.shape[0] == 0:
         raise ValueError("id_conf is empty; the ID test set needs at least one sample")
+    if (ood_rank is None) != (id_rank is None):
+        raise ValueError("ood_rank and id_rank must be given together (one ranking key for both sides)")
+    id_key, ood_key = id_conf, ood_conf
+    if id_rank is not None:
+        id_key, ood_key = _scores(id_rank, "id_rank"), _scores(ood_rank, "ood_rank")
+        if id_key.shape != id_conf.shape or ood_key.shape != ood_conf.shape:
+            raise ValueError(
+                f"id_rank and ood_rank must have the shapes of id_conf {id_conf.shape} and ood_conf "
+                f"{ood_conf.shape}, got {id_key.shape} and {ood_key.shape}"
+            )
 
-    id_sorted = np.sort(id_conf)
+    id_sorted = np.sort(id_key)
     id_accuracy = float(id_correct.mean())
-    id_auroc = misclassification_auroc(id_conf, id_correct)
+    id_auroc = misclassification_auroc(id_key, id_correct)
     id_avg_conf = float(id_conf.mean())
 
     membership = np.zeros((levels.num_levels, num_classes), dtype=bool)
@@ -210,9 +225,13 @@ def evaluate_levels(
         kappa_params = json.dumps(kappa_params, sort_keys=True)
     rows: list[dict[str, Any]] = []
     for level in range(levels.num_levels):
-        level_sorted = np.sort(ood_conf[membership[level][ood_class]])
+        in_level = membership[level][ood_class]
+        level_sorted = np.sort(ood_key[in_level])
         if level_sorted.shape[0] == 0:
             raise ValueError(f"severity level {level} has no OOD test sample; each level needs at least one")
+        metrics = level_metrics(id_sorted, level_sorted)
+        if ood_rank is not None:  # the average is of the κ values, not of their ranking key
+            metrics["ood_avg_conf"] = float(ood_conf[in_level].mean())
         rows.append(
             {
                 "model_id": model_id,
@@ -225,7 +244,7 @@ def evaluate_levels(
                 "severity": float(levels.scores[level]),
                 "n_id": id_conf.shape[0],
                 "n_ood": level_sorted.shape[0],
-                **level_metrics(id_sorted, level_sorted),
+                **metrics,
                 "id_accuracy": id_accuracy,
                 "id_auroc": id_auroc,
                 "id_avg_conf": id_avg_conf,

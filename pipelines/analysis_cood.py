@@ -44,6 +44,8 @@ def analyse_cood(
     class_wnids: Sequence[str],
     window: int = 1000,
     num_levels: int = 11,
+    id_rank: np.ndarray | None = None,
+    ood_rank: np.ndarray | None = None,
     kappa_params: dict[str, Any] | None = None,
     pool_version: str | None = None,
     class_list_sha256: str | None = None,
@@ -57,6 +59,8 @@ def analyse_cood(
     ood_conf: (M,) float κ on the sampled OOD images; ood_class: (M,) int index into ``class_wnids``;
     ood_role: (M,) bool (True = estimation image) or 'estimation'/'test' strings.
     class_wnids: K wnids, K >= window. Severity comes from estimation images only, metrics from test images.
+    id_rank / ood_rank: optional tie-free ranking keys of the κ values (log-MSP for MSP), used by every ranking
+    metric; the severity s(c) stays the mean of the κ values themselves.
 
     Returns ``{"cood_levels", "cood_level_classes", "cood_class_severity"}`` polars frames whose columns are
     those of results/schema.py.
@@ -67,6 +71,8 @@ def analyse_cood(
         raise ValueError(
             f"ood_conf and ood_class must be 1-D arrays of equal length, got {ood_conf.shape} and {ood_class.shape}"
         )
+    if ood_rank is not None and np.shape(ood_rank) != ood_conf.shape:
+        raise ValueError(f"ood_rank must have the shape of ood_conf {ood_conf.shape}, got {np.shape(ood_rank)}")
     estimation = _estimation_mask(ood_role, ood_conf.shape[0])
     wnids = np.asarray(list(class_wnids), dtype=str)
     num_classes = wnids.shape[0]
@@ -80,6 +86,8 @@ def analyse_cood(
         ood_class[~estimation],
         id_conf,
         id_correct,
+        ood_rank=None if ood_rank is None else np.asarray(ood_rank)[~estimation],
+        id_rank=id_rank,
         model_id=model_id,
         kappa=kappa,
         kappa_params=kappa_params,

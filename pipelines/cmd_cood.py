@@ -53,6 +53,24 @@ def kappa_values(outputs: Outputs, kappa: str, what: str) -> np.ndarray:
     return confidence.REGISTRY[kappa](outputs.logits)
 
 
+def ranking_keys(id_out: Outputs, ood_out: Outputs, kappa: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ID, OOD) tie-free ranking keys of κ (``confidence.RANK_KEYS``: log-MSP for MSP), from the stored
+    column or else from stored logits; (None, None) when κ needs none or either side has neither (then both
+    sides rank by the κ values, as one key must serve both)."""
+    name = confidence.RANK_KEYS.get(kappa)
+    if name is None:
+        return None, None
+    keys = []
+    for outputs in (id_out, ood_out):
+        if name in outputs.confidences:
+            keys.append(outputs.confidences[name])
+        elif outputs.logits is not None:
+            keys.append(confidence.REGISTRY[name](outputs.logits))
+        else:
+            return None, None
+    return keys[0], keys[1]
+
+
 def align_with_manifest(outputs: Outputs, manifest: SplitManifest, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Per OOD output row: (class index (M,) int64, is_estimation (M,) bool) from the manifest.
 
@@ -136,6 +154,7 @@ def build_benchmark(
         raise UserError(f"no OOD split manifest at {path}; write one with cood.imagenet21k.write_manifest")
     manifest = read_manifest(path)
     ood_class, is_estimation = align_with_manifest(ood_out, manifest, f"{ood_dataset!r} output")
+    id_rank, ood_rank = ranking_keys(id_out, ood_out, kappa)
     tables = analyse_cood(
         model_id,
         kappa,
@@ -147,6 +166,8 @@ def build_benchmark(
         class_wnids=manifest.wnids,
         window=window,
         num_levels=num_levels,
+        id_rank=id_rank,
+        ood_rank=ood_rank,
         pool_version=manifest.pool_version,
         class_list_sha256=manifest.class_list_sha256,
         split_seed=manifest.seed,

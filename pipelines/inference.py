@@ -31,7 +31,8 @@ from pipelines.decode_cache import CacheEntry, build_entry, remove_entry
 from pipelines.outputs import shard_is_complete, shard_path, write_shard
 from pipelines.zoo import ModelSpec
 
-DEFAULT_CONFIDENCES = ("msp", "neg_entropy", "max_logit", "energy")
+# log_msp: MSP's tie-free ranking key, used by C-OOD for MSP (cood.md §5); same exp pass as the others
+DEFAULT_CONFIDENCES = ("msp", "log_msp", "neg_entropy", "max_logit", "energy")
 FAULT_ENV = "UEBENCH_FAULT_ONCE"  # testing only: path of a marker; a model task exits hard once (see _inject_fault)
 TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCCL", "Connection reset", "timed out")
 

@@ -212,3 +212,24 @@ def test_manifest_problems(tmp_path: Path) -> None:
     manifest_file.unlink()
     with pytest.raises(UserError, match="no OOD split manifest at"):
         build_benchmark("toy", "msp", workspace=workspace, window=NUM_ID_CLASSES)
+
+
+def test_ranking_keys_prefer_the_stored_column_then_logits_and_need_both_sides() -> None:
+    """MSP ranks by log-MSP (cood.md §5): stored column, else computed from logits; one side without either
+    makes both sides rank by the κ values (None, None)."""
+    from pipelines.cmd_cood import ranking_keys
+    from pipelines.outputs import Outputs
+
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(6, 5)) * 30).astype(np.float32)
+    stored = np.linspace(-3.0, -1.0, 6)
+
+    def outputs(with_logits: bool, columns: dict) -> Outputs:
+        return Outputs([f"s{i}" for i in range(6)], np.zeros(6, np.int64), logits if with_logits else None,
+                       np.zeros(6, np.int64), columns)
+
+    id_key, ood_key = ranking_keys(outputs(True, {}), outputs(False, {"log_msp": stored}), "msp")
+    np.testing.assert_array_equal(id_key, confidence.log_msp(logits))
+    assert ood_key is stored
+    assert ranking_keys(outputs(True, {}), outputs(False, {"msp": np.ones(6)}), "msp") == (None, None)
+    assert ranking_keys(outputs(True, {}), outputs(True, {}), "neg_entropy") == (None, None)

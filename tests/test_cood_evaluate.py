@@ -166,3 +166,30 @@ def test_frame_dtypes_are_the_schema() -> None:
     table = evaluate_levels(levels, np.arange(4.0), np.arange(4), np.ones(3), np.array([True, False, True]))
     assert dict(table.schema) == {k: v for k, v in LEVEL_SCHEMA.items()}
     assert table["level"].dtype == pl.Int32
+
+
+def test_ranking_keys_break_saturation_ties_and_leave_the_averages_to_the_values() -> None:
+    """MSP rounds to 1.0 for very confident samples; log-MSP does not. Oracle: the same evaluation with the
+    ranking keys passed as the scores themselves (every ranking metric), and the MSP means (averages)."""
+    est_conf, est_class, test_conf, test_class, id_conf, id_correct = synthetic_benchmark(5)
+    levels = severity_levels(class_severity(est_conf, est_class, 300), num_levels=11, window=50)
+    # log-MSP-like keys: a third of the ID and OOD samples are extremely confident (gaps of 40-60 nats)
+    rng = np.random.default_rng(6)
+    id_key = -np.exp(-id_conf)
+    ood_key = -np.exp(-test_conf)
+    id_key[::3] = -np.exp(-rng.uniform(40, 60, id_key[::3].size))
+    ood_key[::3] = -np.exp(-rng.uniform(40, 60, ood_key[::3].size))
+    id_msp, ood_msp = np.exp(id_key), np.exp(ood_key)  # == 1.0 exactly for the confident third
+    assert (id_msp[::3] == 1.0).all() and (ood_msp[::3] == 1.0).all()
+    ranked = evaluate_levels(levels, ood_msp, test_class, id_msp, id_correct, ood_rank=ood_key, id_rank=id_key)
+    oracle = evaluate_levels(levels, ood_key, test_class, id_key, id_correct)
+    plain = evaluate_levels(levels, ood_msp, test_class, id_msp, id_correct)
+    for column in ("ood_auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_oodpos", "id_auroc"):
+        np.testing.assert_array_equal(ranked[column].to_numpy(), oracle[column].to_numpy())
+    for column in ("ood_avg_conf", "id_avg_conf"):
+        np.testing.assert_allclose(ranked[column].to_numpy(), plain[column].to_numpy(), rtol=1e-13)
+    assert not np.array_equal(plain["ood_auroc"].to_numpy(), ranked["ood_auroc"].to_numpy())  # ties mattered
+    with pytest.raises(ValueError, match="ood_rank and id_rank must be given together"):
+        evaluate_levels(levels, ood_msp, test_class, id_msp, id_correct, ood_rank=ood_key)
+    with pytest.raises(ValueError, match="id_rank and ood_rank must have the shapes"):
+        evaluate_levels(levels, ood_msp, test_class, id_msp, id_correct, ood_rank=ood_key, id_rank=id_key[:-1])
