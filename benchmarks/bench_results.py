@@ -16,12 +16,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import polars as pl
-from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
+from timing import median_time, print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,15 +30,6 @@ from results.store import Store, ingest_frames
 from results.synthetic import synthetic_frames
 
 METRIC_TABLES = ("models", "selective_metrics", "cood_levels", "hsc_rules")
-
-
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _executemany(frames: dict[str, pl.DataFrame], folder: Path) -> None:
@@ -76,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ours_small = statistics.median(_fresh_ingest(small, folder) for _ in range(repeats))
-        base_small = _best_of(lambda: _executemany(small, folder), 1)
+        base_small = median_time(lambda: _executemany(small, folder), 1)
         small_rows = sum(f.height for f in small.values())
         rows.append(
             (
@@ -109,7 +99,7 @@ def main() -> None:
             )
         )
         ingest_frames(db, everything)
-        again = _best_of(lambda: ingest_frames(db, everything), repeats)
+        again = median_time(lambda: ingest_frames(db, everything), repeats)
         rows.append(("re-ingest all tables (replace by key)", f"{n_models} models ({all_rows} rows)", again, None, "—"))
 
         sql = canned_query("leaderboard_auroc").sql
@@ -122,13 +112,13 @@ def main() -> None:
 
         with Store.open(db, read_only=True) as store:
             assert store.query(sql).height == n_models
-            query = _best_of(lambda: store.query(sql), 20)
+            query = median_time(lambda: store.query(sql), 20)
             cood_sql = canned_query("cood_mean_auroc").sql
-            cood = _best_of(lambda: store.query(cood_sql), 20)
-        board = _best_of(polars_board, 20)
+            cood = median_time(lambda: store.query(cood_sql), 20)
+        board = median_time(polars_board, 20)
         rows.append(("leaderboard_auroc query (open connection)", f"{n_models} models", query, board, "< 0.1 s"))
         rows.append(("cood_mean_auroc query (open connection)", f"{n_models * 33} level rows", cood, None, "—"))
-        cli_like = _best_of(lambda: run_query(db, sql), repeats)
+        cli_like = median_time(lambda: run_query(db, sql), repeats)
         rows.append(("leaderboard_auroc incl. read-only open (uebench sql)", f"{n_models} models", cli_like, None, "—"))
 
     print_table(rows)

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-from collections.abc import Callable
 
 import numpy as np
-from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
+from timing import best_time, print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 from hsc import selective as S
 from hsc.temperature import fit_temperature_result, softmax_stats
@@ -179,15 +177,6 @@ def _check_same_definition(name: str, loop, conf: np.ndarray, correct: np.ndarra
         raise AssertionError(f"{name}: loop baseline {got} differs from hsc.selective {want}")
 
 
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def synthetic(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """float32 logits of a ~75%-accurate, somewhat over-confident model, and balanced labels."""
     rng = np.random.default_rng(seed)
@@ -208,7 +197,7 @@ def main() -> None:
     rows: list[tuple[str, int, float, float | None, str]] = []
 
     analyse_selective("bench", logits, labels)  # warm-up (thread pool, page cache)
-    t_bundle = best_of(lambda: analyse_selective("bench", logits, labels), repeats)
+    t_bundle = best_time(lambda: analyse_selective("bench", logits, labels), repeats)
     rows.append(("bundle: 3 κ × {all, TS eval, TS eval + TS}, all metrics", n, t_bundle, None, "< 0.5 s"))
 
     fit_idx, eval_idx, _ = stratified_split(labels, n_fit=5000)
@@ -236,7 +225,7 @@ def main() -> None:
         ),
     ]
     for name, size, fn in stages:
-        rows.append((name, size, best_of(fn, repeats), None, "–"))
+        rows.append((name, size, best_time(fn, repeats), None, "–"))
 
     stats = softmax_stats(logits, labels)
     conf, correct = stats.msp, logits.argmax(axis=1) == labels
@@ -245,7 +234,7 @@ def main() -> None:
         (
             "  stage: 9 × summarize (one sort each; the bundle shares 4 of them)",
             n,
-            best_of(lambda: [S.summarize(key, correct, values=conf, probability=True) for _ in range(9)], repeats),
+            best_time(lambda: [S.summarize(key, correct, values=conf, probability=True) for _ in range(9)], repeats),
             None,
             "–",
         )
@@ -269,9 +258,9 @@ def main() -> None:
     check = np.random.default_rng(2).choice(n, size=min(500, n), replace=False)
     for name, ours, loop in metrics:
         _check_same_definition(name, loop, conf[check], correct[check])
-        t_ours = best_of(ours, repeats)
-        t_array = best_of(lambda loop=loop: loop(c_sub, y_sub, False), loop_repeats) * scale
-        t_list = best_of(lambda loop=loop: loop(c_sub, y_sub, True), loop_repeats) * scale
+        t_ours = best_time(ours, repeats)
+        t_array = best_time(lambda loop=loop: loop(c_sub, y_sub, False), loop_repeats) * scale
+        t_list = best_time(lambda loop=loop: loop(c_sub, y_sub, True), loop_repeats) * scale
         rows.append((name, n, t_ours, t_array, "≥ 100×"))
         by_list.append((name, n, t_ours, t_list, "–"))
     nll_sub = sub[: max(1, sub.size // 25)]
@@ -283,8 +272,8 @@ def main() -> None:
     want = (S.nll(logits[nll_sub], labels[nll_sub]), S.brier(logits[nll_sub], labels[nll_sub]))
     if not np.allclose(want, loop_nll_brier(logits[nll_sub], labels[nll_sub]), rtol=1e-9):
         raise AssertionError("nll + brier: loop baseline differs from hsc.selective")
-    t_ours = best_of(nll_and_brier, loop_repeats)
-    t_loop = best_of(lambda: loop_nll_brier(logits[nll_sub], labels[nll_sub]), 1) * n / nll_sub.size
+    t_ours = best_time(nll_and_brier, loop_repeats)
+    t_loop = best_time(lambda: loop_nll_brier(logits[nll_sub], labels[nll_sub]), 1) * n / nll_sub.size
     rows.append((f"nll + brier ({classes:,} classes; loop over samples and classes)", n, t_ours, t_loop, "≥ 100×"))
 
     print(
