@@ -60,8 +60,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """``logits: (N, C)`` -> ``(N, C) float64`` probabilities (rows sum to 1)."""
-    return np.exp(log_softmax(logits))
+    """``logits: (N, C)`` -> ``(N, C) float64`` probabilities (rows sum to 1): exp(z − max z) normalised by its
+    row sum, one exp pass (exp of :func:`log_softmax` would take two)."""
+    z = _as_logits(logits)
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
 
 
 # κ that one float64 softmax pass gives together (see _softmax_family); rows per chunk of that pass
