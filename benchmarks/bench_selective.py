@@ -240,6 +240,16 @@ def main() -> None:
         )
     )
 
+    rows.append(
+        (
+            "  floor of every ranking metric: the stable descending sort alone (stable_descending_order)",
+            n,
+            best_time(lambda: S.stable_descending_order(conf), repeats),
+            None,
+            "–",
+        )
+    )
+
     sub = np.random.default_rng(1).choice(n, size=min(loop_n, n), replace=False)
     c_sub, y_sub = conf[sub], correct[sub]
     scale = n / sub.size

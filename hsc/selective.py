@@ -52,6 +52,7 @@ __all__ = [
 
 Ties = Literal["midrank", "reference"]
 BIN_CONVENTIONS = ("(lo,hi]", "[lo,hi)")
+_FEW_EDGES = 64  # up to this many bin edges, _edges_below compares edge by edge
 _SEMANTICS = {"first": "first", "first_violation": "first", "max": "max", "max_coverage": "max"}
 
 
@@ -160,20 +161,43 @@ def _is_stable_descending(c: np.ndarray, order: np.ndarray) -> bool:
 
 def stable_descending_order(conf: np.ndarray) -> np.ndarray:
     """``conf: (N,)`` float64 without NaN -> ``(N,) int64`` permutation sorting it descending, tied values in
-    index order: exactly ``np.argsort(-conf, kind="stable")``, at about a quarter of its cost.
+    index order: exactly ``np.argsort(-conf, kind="stable")``, at about half of its cost.
 
-    numpy's unstable argsort is vectorised (a merge sort is not). Its order differs from the stable one only
-    inside runs of equal values, so those runs are then put in index order by one integer sort of
-    run·N + index (skipped when there are no ties).
+    Each value becomes a 64-bit unsigned key that sorts in descending value order; its lowest b bits
+    (b = bits of N − 1) are replaced by the sample index, and numpy's vectorised sort of these plain integers
+    yields the permutation. Equal values have equal keys, so they come out in index order. Values whose keys
+    differ only in those b bits (within about 2^(b−52) relative of each other) may come out of order: the
+    groups that hold them are re-sorted by (value, index), usually none.
     """
-    order = np.argsort(-conf)
-    ranked = conf[order]
-    new_run = ranked[1:] != ranked[:-1]
-    if new_run.all():
+    c = np.asarray(conf, dtype=np.float64)
+    n = c.size
+    bits = max(1, (n - 1).bit_length())
+    if bits > 40:  # too few key bits left to be worth it
+        return np.argsort(-c, kind="stable")
+    raw = c.view(np.uint64)
+    # descending: non-negative values by decreasing bit pattern, then negative ones by increasing pattern;
+    # −0.0 (bit pattern 2^63) maps to the key of +0.0 (2^63 − 1), as equal values must
+    key = np.subtract(np.uint64(2**63 - 1), raw)
+    np.subtract(raw, np.uint64(1), out=key, where=np.signbit(c))
+    low = np.uint64((1 << bits) - 1)
+    key &= ~low
+    key |= np.arange(n, dtype=np.uint64)
+    key.sort()
+    order = np.bitwise_and(key, low).view(np.int64)
+    key >>= np.uint64(bits)
+    same_group = key[1:] == key[:-1]
+    if not same_group.any():
         return order
-    run = np.zeros(order.size, dtype=np.int64)
-    np.cumsum(new_run, out=run[1:])
-    return np.sort(run * order.size + order) % order.size
+    ranked = c[order]
+    mixed = same_group & (ranked[1:] != ranked[:-1])  # neighbours with one truncated key but different values
+    if not mixed.any():
+        return order
+    group_id = np.zeros(n, dtype=np.int64)
+    np.cumsum(~same_group, out=group_id[1:])
+    redo = np.flatnonzero(np.isin(group_id, group_id[1:][mixed]))  # whole groups, each contiguous
+    members = order[redo]
+    order[redo] = members[np.lexsort((members, -ranked[redo], group_id[redo]))]
+    return order
 
 
 def rank_scores(conf: np.ndarray, correct: np.ndarray, order_hint: np.ndarray | None = None) -> RankedScores:
@@ -459,14 +483,27 @@ def _check_probability(c: np.ndarray) -> None:
         )
 
 
+def _edges_below(values: np.ndarray, edges: np.ndarray, side: str) -> np.ndarray:
+    """(N,) integers: ``np.searchsorted(edges, values, side)`` for sorted ``edges: (E,)`` and ``values: (N,)``.
+
+    With a few edges (≤ 64, the calibration bins) this is one vectorised comparison pass per edge, about 6×
+    faster than searchsorted's per-value binary search at 16 edges.
+    """
+    if edges.size > _FEW_EDGES:
+        return np.searchsorted(edges, values, side=side)
+    below = np.zeros(values.shape, dtype=np.int8)
+    for edge in edges:
+        below += (values > edge) if side == "left" else (values >= edge)
+    return below
+
+
 def _bin_gaps(conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0 (j = −1: in no bin)."""
-    slot = j + 1  # slot 0 collects the samples that are in no bin
-    count = np.bincount(slot, minlength=n_bins + 1)[1:]
-    gap = np.abs(
-        np.bincount(slot, weights=conf, minlength=n_bins + 1)[1:]
-        - np.bincount(slot, weights=correct.astype(np.float64), minlength=n_bins + 1)[1:]
-    )
+    slot = j.astype(np.intp) + 1  # slot 0 collects the samples that are in no bin
+    by_outcome = np.bincount(2 * slot + correct, minlength=2 * (n_bins + 1))  # (slot, wrong/correct) counts
+    n_correct = by_outcome[3::2]
+    count = by_outcome[2::2] + n_correct
+    gap = np.abs(np.bincount(slot, weights=conf, minlength=n_bins + 1)[1:] - n_correct)
     return count, gap
 
 
@@ -488,8 +525,8 @@ def _equal_width_bins(conf: np.ndarray, bins: int, convention: str) -> np.ndarra
     edges = np.linspace(0, 1, bins + 1, dtype=np.float32)
     c32 = conf.astype(np.float32)
     if convention == "(lo,hi]":
-        return np.searchsorted(edges, c32, side="left") - 1  # κ = 0 -> −1: in no bin, still counted in n
-    return np.minimum(np.searchsorted(edges, c32, side="right") - 1, bins - 1)  # κ = 1 joins the last bin
+        return _edges_below(c32, edges, "left") - 1  # κ = 0 -> −1: in no bin, still counted in n
+    return np.minimum(_edges_below(c32, edges, "right") - 1, bins - 1)  # κ = 1 joins the last bin
 
 
 def _calibration(conf, correct, bins, convention, norm) -> float:
@@ -559,8 +596,7 @@ def _adaptive(conf, correct, bins, reference, norm) -> float:
     c, y = _check_inputs(conf, correct)
     _check_probability(c)
     edges = _adaptive_edges(np.sort(c), bins, reference)
-    j = np.searchsorted(edges, c, side="left") - 1
-    count, gap = _bin_gaps(c, y, j, edges.size - 1)
+    count, gap = _bin_gaps(c, y, _edges_below(c, edges, "left") - 1, edges.size - 1)
     return _ece_from_bins(count, gap, c.size, norm)
 
 
@@ -682,13 +718,12 @@ def summarize(
         out[f"ece{bins}"] = _ece_from_bins(count, gap, n, "l1")
         out[f"mce{bins}"] = _ece_from_bins(count, gap, n, "max")
         edges = _adaptive_edges(ascending, bins, reference=False)
-        count, gap = _bin_gaps(kappa, r.correct, np.searchsorted(edges, kappa, side="left") - 1, bins)
+        count, gap = _bin_gaps(kappa, r.correct, _edges_below(kappa, edges, "left") - 1, bins)
         out["aece"] = _ece_from_bins(count, gap, n, "l1")
         out["aece_ref"] = math.nan
         if n >= bins - 1:
             edges = _adaptive_edges(ascending, bins, reference=True)
-            j = np.searchsorted(edges, kappa, side="left") - 1
-            count, gap = _bin_gaps(kappa, r.correct, j, edges.size - 1)
+            count, gap = _bin_gaps(kappa, r.correct, _edges_below(kappa, edges, "left") - 1, edges.size - 1)
             out["aece_ref"] = _ece_from_bins(count, gap, n, "l1")
     else:
         out[f"ece{bins}"] = out[f"mce{bins}"] = out["aece"] = out["aece_ref"] = math.nan

@@ -431,6 +431,30 @@ def test_ece_mce_match_bin_loops(n, seed, ties, convention, bins):
     )
 
 
+@pytest.mark.parametrize("bins", [15, 63, 64, 100])
+@pytest.mark.parametrize("convention", ["(lo,hi]", "[lo,hi)"])
+def test_ece_values_on_bin_edges_match_bin_loops(bins, convention):
+    # every κ sits exactly on a float32 edge or one float32 step beside it, where (lo,hi] and [lo,hi) differ;
+    # 64 edges and more take the searchsorted path of the edge counting, fewer the edge-by-edge comparison
+    edges = np.linspace(0, 1, bins + 1, dtype=np.float32)
+    conf = np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]).astype(np.float64)
+    conf = np.clip(conf, 0.0, 1.0)
+    correct = np.random.default_rng(bins).random(conf.size) < 0.6
+    for norm, fn in (("l1", S.ece), ("max", S.mce)):
+        assert fn(conf, correct, bins, convention=convention) == pytest.approx(
+            _ece_loop(conf, correct, bins, convention, norm), abs=1e-12
+        )
+
+
+@pytest.mark.parametrize("n_edges", [2, 16, 64, 65, 200])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_edge_counting_equals_searchsorted(n_edges, side):
+    rng = np.random.default_rng(n_edges)
+    edges = np.sort(rng.random(n_edges))
+    values = np.concatenate([rng.random(500), edges, edges[:3], [-1.0, 2.0]])
+    assert np.array_equal(S._edges_below(values, edges, side), np.searchsorted(edges, values, side=side))
+
+
 @pytest.mark.parametrize(("n", "seed", "ties"), [c for c in CASES if c[0] >= 14])
 def test_adaptive_ece_matches_loops(n, seed, ties):
     conf, correct = _data(n, seed, ties)
@@ -635,4 +659,21 @@ def test_stable_descending_order_is_numpys_stable_argsort(n, levels):
         conf[conf == 0] = rng.choice([0.0, -0.0], int((conf == 0).sum()))
     order = S.stable_descending_order(conf)
     assert order.dtype == np.int64
+    assert np.array_equal(order, np.argsort(-conf, kind="stable"))
+
+
+@pytest.mark.parametrize("n", [3, 200, 70_000])
+def test_stable_descending_order_near_ties_and_signs(n):
+    """Values one or a few ulps apart share their sort key but the low index bits (the re-sorted groups),
+    mixed with exact ties, ±0.0, negative values, subnormals and infinities. Oracle: numpy's merge sort."""
+    rng = np.random.default_rng(n)
+    base = rng.choice([0.999999, 0.5, -0.25, 1e-300, 0.0, -0.0, 5e-324, -5e-324, np.inf, -np.inf], n)
+    ulps = rng.integers(0, 4, n)
+    conf = base.copy()
+    for _ in range(3):  # nudge by up to 3 ulps (values stay finite or infinite; ±0.0 may become subnormal)
+        step = ulps > 0
+        with np.errstate(over="ignore"):  # the largest finite value may step to infinity
+            conf[step] = np.nextafter(conf[step], np.where(rng.random(int(step.sum())) < 0.5, -np.inf, np.inf))
+        ulps -= 1
+    order = S.stable_descending_order(conf)
     assert np.array_equal(order, np.argsort(-conf, kind="stable"))
