@@ -107,7 +107,7 @@ def _frames_from_inference(
         {
             "run_id": run_id, "model_id": r.model_id, "dataset": r.dataset, "shard": r.shard, "status": r.status,
             "error": r.error, "n_samples": r.n_samples, "n_bad_files": len(r.bad_files), "seconds": r.seconds,
-            "attempts": None, "output_path": r.output_path,
+            "attempts": r.attempts, "output_path": r.output_path,
         }
         for r in results
     ]

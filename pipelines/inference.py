@@ -14,8 +14,10 @@ down to batch size 1. Workers never open the results database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -91,6 +93,7 @@ class TaskResult:
     model_info: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None
     device: str | None = None
+    attempts: int | None = None  # executions of this task in this run (Ray retries included); 0 = not scheduled
 
 
 @dataclass
@@ -201,6 +204,30 @@ def model_confidence_params(model, ms: ModelSpec, opts: InferenceOptions, device
     return params
 
 
+def _attempt_file(attempt_log: Path, model_id: str, dataset: str, shard: int) -> Path:
+    return attempt_log / hashlib.sha256(f"{model_id}\0{dataset}\0{shard}".encode()).hexdigest()[:32]
+
+
+def record_attempt(attempt_log: Path, model_id: str, dataset: str, shard: int) -> int | None:
+    """Append one byte to this task's attempt log (a file per task under ``attempt_log``, in the workspace, so
+    it survives a killed worker); returns the number of attempts so far, this one included, or None when the
+    log cannot be written (counting never fails a task)."""
+    try:
+        with _attempt_file(attempt_log, model_id, dataset, shard).open("ab") as log:
+            log.write(b".")
+            return log.tell()
+    except OSError:
+        return None
+
+
+def attempts_made(attempt_log: Path, model_id: str, dataset: str, shard: int) -> int:
+    """Number of attempts :func:`record_attempt` logged for a task (0: it never started)."""
+    try:
+        return _attempt_file(attempt_log, model_id, dataset, shard).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _inject_fault(out: Path) -> None:
     """Testing hook: when $UEBENCH_FAULT_ONCE names a marker that does not exist yet, create it and kill this
     worker process mid-task (after the forward pass, before the output exists) to exercise Ray's retries."""
@@ -216,12 +243,21 @@ def decode_task(workspace: Path, dataset: ImageDataset, ms: ModelSpec, shard: in
 
 
 def model_task(
-    ms: ModelSpec, dataset: ImageDataset, entry: CacheEntry, workspace: Path, shard: int, opts: InferenceOptions
+    ms: ModelSpec,
+    dataset: ImageDataset,
+    entry: CacheEntry,
+    workspace: Path,
+    shard: int,
+    opts: InferenceOptions,
+    attempt_log: Path | None = None,
 ) -> TaskResult:
-    """Run one model over one cached shard and write its Parquet output (skip if already complete)."""
+    """Run one model over one cached shard and write its Parquet output (skip if already complete).
+    ``attempt_log``: directory where each execution of the task is counted (:func:`record_attempt`)."""
     started = time.perf_counter()
     out = shard_path(workspace, ms.model_id, dataset.name, shard)
     result = TaskResult(ms.model_id, dataset.name, shard, "ok", output_path=str(out), bad_files=entry.bad_files)
+    if attempt_log is not None:
+        result.attempts = record_attempt(attempt_log, ms.model_id, dataset.name, shard)
     if shard_is_complete(out, len(entry.indices)):
         result.status = "skipped_existing"
         return result
@@ -361,73 +397,79 @@ def run_inference(
 
     opts = options or InferenceOptions(threads=cpus_per_task)
     workspace = Path(workspace)
-    decode_remote = ray.remote(num_cpus=1, max_retries=max_retries)(decode_task)
-    model_remote = ray.remote(
-        num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=[TransientError]
-    )(model_task)
+    workspace.mkdir(parents=True, exist_ok=True)
+    # each model task counts its executions here (Ray retries included); removed when the call returns
+    with tempfile.TemporaryDirectory(prefix=".attempts-", dir=workspace, ignore_cleanup_errors=True) as log_dir:
+        attempt_log = Path(log_dir)
+        decode_remote = ray.remote(num_cpus=1, max_retries=max_retries)(decode_task)
+        model_remote = ray.remote(
+            num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=[TransientError]
+        )(model_task)
 
-    groups: dict[str, list[ModelSpec]] = defaultdict(list)
-    for ms in models:
-        groups[ms.preprocess.signature].append(ms)
-    results: list[TaskResult] = []
-    pending: dict[Any, tuple[ModelSpec, str, int]] = {}
-    # cache entry -> [model tasks still running, all succeeded so far, (dataset, preprocess, shard)]
-    entry_state: dict[Any, list] = {}
-    entry_of: dict[Any, Any] = {}
-    decode_refs = []
-    total = 0
-    for dataset in datasets:
-        dataset_ref = ray.put(dataset)
-        n_shards = num_shards_for(len(dataset), shard_size)
-        for shard in range(n_shards):
-            for group in groups.values():
-                total += len(group)
-                todo = []
-                for ms in group:
-                    path = shard_path(workspace, ms.model_id, dataset.name, shard)
-                    if shard_is_complete(path):
-                        results.append(TaskResult(ms.model_id, dataset.name, shard, "skipped_existing",
-                                                  output_path=str(path)))
-                    else:
-                        todo.append(ms)
-                if not todo:
-                    continue
-                entry_ref = decode_remote.remote(workspace, dataset_ref, todo[0], shard, n_shards)
-                decode_refs.append(entry_ref)
-                entry_state[entry_ref] = [len(todo), True, (dataset.name, todo[0].preprocess, shard)]
-                for ms in todo:
-                    ref = model_remote.remote(ms, dataset_ref, entry_ref, workspace, shard, opts)
-                    pending[ref] = (ms, dataset.name, shard)
-                    entry_of[ref] = entry_ref
-    images = 0
-    if on_result is not None:
-        for done, result in enumerate(results, start=1):
-            on_result(result, done, total, images)
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        ref = ready[0]
-        ms, dataset_name, shard = pending.pop(ref)
-        try:
-            result = ray.get(ref)
-        except Exception as exc:  # worker died after its retries, decode failed, or a transient error persisted
-            message = " ".join(str(exc).split())
-            error = f"{type(exc).__name__}: {message[:500]}"
-            result = TaskResult(ms.model_id, dataset_name, shard, "failed", error=error)
-        results.append(result)
-        images += result.n_samples
-        state = entry_state[entry_of.pop(ref)]
-        state[0] -= 1
-        state[1] = state[1] and result.status == "ok"
-        if state[0] == 0 and state[1] and not opts.keep_decode_cache:
-            remove_entry(workspace, *state[2])  # every model of this shard has its output: free the disk
+        groups: dict[str, list[ModelSpec]] = defaultdict(list)
+        for ms in models:
+            groups[ms.preprocess.signature].append(ms)
+        results: list[TaskResult] = []
+        pending: dict[Any, tuple[ModelSpec, str, int]] = {}
+        # cache entry -> [model tasks still running, all succeeded so far, (dataset, preprocess, shard)]
+        entry_state: dict[Any, list] = {}
+        entry_of: dict[Any, Any] = {}
+        decode_refs = []
+        total = 0
+        for dataset in datasets:
+            dataset_ref = ray.put(dataset)
+            n_shards = num_shards_for(len(dataset), shard_size)
+            for shard in range(n_shards):
+                for group in groups.values():
+                    total += len(group)
+                    todo = []
+                    for ms in group:
+                        path = shard_path(workspace, ms.model_id, dataset.name, shard)
+                        if shard_is_complete(path):
+                            results.append(TaskResult(ms.model_id, dataset.name, shard, "skipped_existing",
+                                                      output_path=str(path), attempts=0))
+                        else:
+                            todo.append(ms)
+                    if not todo:
+                        continue
+                    entry_ref = decode_remote.remote(workspace, dataset_ref, todo[0], shard, n_shards)
+                    decode_refs.append(entry_ref)
+                    entry_state[entry_ref] = [len(todo), True, (dataset.name, todo[0].preprocess, shard)]
+                    for ms in todo:
+                        ref = model_remote.remote(ms, dataset_ref, entry_ref, workspace, shard, opts, attempt_log)
+                        pending[ref] = (ms, dataset.name, shard)
+                        entry_of[ref] = entry_ref
+        images = 0
         if on_result is not None:
-            on_result(result, len(results), total, images)
-    decoded, decode_seconds = 0, 0.0
-    for ref in decode_refs:
-        try:
-            entry = ray.get(ref)
-        except Exception:  # already reported through the model tasks that depended on it
-            continue
-        decoded += entry.decoded
-        decode_seconds += entry.seconds
-    return InferenceReport(results, decoded, decode_seconds)
+            for done, result in enumerate(results, start=1):
+                on_result(result, done, total, images)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            ms, dataset_name, shard = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # worker died after its retries, decode failed, or a transient error persisted
+                message = " ".join(str(exc).split())
+                error = f"{type(exc).__name__}: {message[:500]}"
+                result = TaskResult(ms.model_id, dataset_name, shard, "failed", error=error)
+            # the log also counts attempts whose worker died (their results never came back)
+            result.attempts = max(result.attempts or 0, attempts_made(attempt_log, ms.model_id, dataset_name, shard))
+            results.append(result)
+            images += result.n_samples
+            state = entry_state[entry_of.pop(ref)]
+            state[0] -= 1
+            state[1] = state[1] and result.status == "ok"
+            if state[0] == 0 and state[1] and not opts.keep_decode_cache:
+                remove_entry(workspace, *state[2])  # every model of this shard has its output: free the disk
+            if on_result is not None:
+                on_result(result, len(results), total, images)
+        decoded, decode_seconds = 0, 0.0
+        for ref in decode_refs:
+            try:
+                entry = ray.get(ref)
+            except Exception:  # already reported through the model tasks that depended on it
+                continue
+            decoded += entry.decoded
+            decode_seconds += entry.seconds
+        return InferenceReport(results, decoded, decode_seconds)

@@ -105,8 +105,12 @@ def test_rerunning_the_demo_duplicates_nothing(demo_workspace):
     from results.store import Store
 
     with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
-        statuses = store.query(f"SELECT DISTINCT status FROM run_tasks WHERE run_id = '{context.run_id}'")
-    assert statuses["status"].to_list() == ["skipped_existing"]
+        statuses = store.query(
+            f"SELECT DISTINCT status, attempts FROM run_tasks WHERE run_id = '{context.run_id}'"
+        )
+        first_attempts = store.query("SELECT DISTINCT attempts FROM run_tasks WHERE status = 'ok'")
+    assert statuses.rows() == [("skipped_existing", 0)]  # nothing was scheduled again
+    assert first_attempts["attempts"].to_list() == [1]  # the first run executed each task once
 
 
 def _uebench(*args: str) -> subprocess.CompletedProcess:

@@ -53,6 +53,8 @@ def test_decode_once_and_logits_match_per_model_timm_transforms(tmp_path, local_
     report = run_inference(models, [dataset], tmp_path / "ws", shard_size=5)
     assert [r.status for r in report.results] == ["ok"] * len(report.results)
     assert report.decoded == len(dataset)  # each image decoded exactly once for three models
+    assert [r.attempts for r in report.results] == [1] * len(report.results)
+    assert not list((tmp_path / "ws").glob(".attempts-*"))  # the attempt log is removed at the end
     assert not list((tmp_path / "ws" / "cache").rglob("shard-*"))  # every model succeeded: the crops are freed
     for ms in models:
         out = read_outputs(tmp_path / "ws", ms.model_id, "val")
@@ -81,6 +83,7 @@ def test_failing_model_truncated_jpeg_and_rerun(tmp_path, local_ray):
     good, bad = by_model["timm-test_vit-random"], by_model["timm-test_vit.r160_in1k"]
     assert good.status == "ok" and good.n_samples == len(dataset) - 1
     assert bad.status == "failed" and "pretrained weights" in bad.error
+    assert good.attempts == bad.attempts == 1  # a model's own error is not retried
     assert [sid for sid, _ in good.bad_files] == [f"{WNIDS[1]}/img_2.jpg"]
     out = read_outputs(tmp_path / "ws", good.model_id, "val")
     assert f"{WNIDS[1]}/img_2.jpg" not in out.sample_ids and len(out) == len(dataset) - 1
@@ -89,6 +92,17 @@ def test_failing_model_truncated_jpeg_and_rerun(tmp_path, local_ray):
 
     again = run_inference(models[:1], [dataset], tmp_path / "ws", shard_size=100)
     assert [r.status for r in again.results] == ["skipped_existing"] and again.decoded == 0
+    assert again.results[0].attempts == 0
+
+
+def test_attempt_log_counts_each_execution(tmp_path):
+    from pipelines.inference import attempts_made, record_attempt
+
+    assert attempts_made(tmp_path, "m", "val", 0) == 0
+    assert [record_attempt(tmp_path, "m", "val", 0) for _ in range(3)] == [1, 2, 3]
+    assert attempts_made(tmp_path, "m", "val", 0) == 3
+    assert attempts_made(tmp_path, "m", "val", 1) == attempts_made(tmp_path, "other", "val", 0) == 0
+    assert record_attempt(tmp_path / "gone", "m", "val", 0) is None  # never fails the task
 
 
 def test_oom_halves_the_batch():
@@ -151,6 +165,7 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
         cluster.shutdown()
         os.environ.pop(FAULT_ENV)
     assert marker.exists()  # one worker really died mid-task and the task was retried
+    assert sorted(r.attempts for r in remote.results) == [1] * (len(remote.results) - 1) + [2]
     assert sorted(r.status for r in remote.results) == sorted(r.status for r in local.results)
     _assert_same_outputs(tmp_path / "local", tmp_path / "cluster", models)  # complete, no duplicates
     for ms in models:
