@@ -42,7 +42,7 @@ for _module in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (console-script entry point)."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="uebench", standalone_mode=False)
     except (UserError, StoreError, ValueError, FileNotFoundError, PermissionError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
@@ -52,14 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("error: aborted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (unknown option, missing argument, no command) show themselves
+        if _is_usage_error(exc):
             exc.show()
             return exc.exit_code
         raise
     return 0
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a command-line usage error: click's ``ClickException``, or the same class of the copy
+    of click that typer ≥ 0.2x carries inside itself (a subclass of ``typer.TyperException``)."""
+    import click
+
+    kinds = (click.ClickException, *((typer.TyperException,) if hasattr(typer, "TyperException") else ()))
+    return isinstance(exc, kinds) and hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)
 
 
 if __name__ == "__main__":

@@ -214,3 +214,23 @@ def test_code_version_from_a_source_tree_that_was_never_installed(monkeypatch):
 
     monkeypatch.setattr(provenance.metadata, "version", not_installed)
     assert provenance.code_version().startswith("uebench source")
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        ([], "Usage: uebench"),
+        (["cood"], "Usage: uebench cood"),
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["sql", "--nope", "SELECT 1"], "No such option: --nope"),
+        (["hsc", "calibrate"], "Missing option"),
+    ],
+)
+def test_usage_errors_show_usage_and_exit_2_without_a_traceback(argv, shown, capsys):
+    # typer >= 0.2x raises the usage errors of its own copy of click, which is not click.ClickException
+    from pipelines.cli import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    shown_text = " ".join((captured.out + captured.err).split())
+    assert shown in shown_text
