@@ -63,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 def _is_usage_error(exc: Exception) -> bool:
     """Whether ``exc`` is a command-line usage error: click's ``ClickException``, or the same class of the copy
     of click that typer ≥ 0.2x carries inside itself (a subclass of ``typer.TyperException``)."""
-    import click
+    kinds: tuple[type[BaseException], ...] = (typer.TyperException,) if hasattr(typer, "TyperException") else ()
+    try:
+        import click  # typer < 0.2x uses click itself (and ray installs it anyway)
 
-    kinds = (click.ClickException, *((typer.TyperException,) if hasattr(typer, "TyperException") else ()))
+        kinds = (*kinds, click.ClickException)
+    except ImportError:
+        pass
     return isinstance(exc, kinds) and hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int)
 
 
