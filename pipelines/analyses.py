@@ -59,19 +59,32 @@ def _guarded(fn: Callable[[AnalysisInputs, ModelSpec], Tables], inputs: Analysis
 
 def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables]) -> Tables:
     """``fn(inputs, model)`` for every model of the run, concatenated; Ray tasks (1 CPU each) when Ray is up and
-    there are several models. Failed models raise :class:`ModelAnalysisFailed` warnings; if every model failed,
-    a RuntimeError carries the first error."""
+    there are several models. ``ctx.on_model_done(model_id)`` (if set) is called as each model finishes.
+    Failed models raise :class:`ModelAnalysisFailed` warnings; if every model failed, a RuntimeError carries the
+    first error."""
     ids, oods = ctx.id_datasets(), ctx.ood_datasets()
     inputs = AnalysisInputs(ctx.workspace, ctx.run_id, dict(ctx.options), ids[0] if ids else None,
                             oods[0] if oods else None)
     import ray
 
+    done = ctx.on_model_done or (lambda model_id: None)
     if ray.is_initialized() and len(ctx.models) > 1:
         task = ray.remote(num_cpus=1, max_retries=1)(_guarded)
         inputs_ref = ray.put(inputs)
-        outcomes = ray.get([task.remote(fn, inputs_ref, ms) for ms in ctx.models])
+        refs = [task.remote(fn, inputs_ref, ms) for ms in ctx.models]
+        position = {ref: i for i, ref in enumerate(refs)}
+        outcomes: list[Any] = [None] * len(refs)
+        waiting = list(refs)
+        while waiting:  # collect in completion order, so that progress shows as models finish
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            i = position[ready[0]]
+            outcomes[i] = ray.get(ready[0])
+            done(ctx.models[i].model_id)
     else:
-        outcomes = [_guarded(fn, inputs, ms) for ms in ctx.models]
+        outcomes = []
+        for ms in ctx.models:
+            outcomes.append(_guarded(fn, inputs, ms))
+            done(ms.model_id)
     parts, errors = [], []
     for ms, (tables, error, notes) in zip(ctx.models, outcomes, strict=True):
         for note in notes:  # warnings raised in a Ray worker reach the driver's notes this way

@@ -50,6 +50,7 @@ class RunContext:
     datasets: list[ImageDataset]
     options: dict[str, Any] = field(default_factory=dict)
     console: Console = field(default_factory=Console)
+    on_model_done: Callable[[str], None] | None = None  # progress: an analysis finished this model
 
     def id_datasets(self) -> list[ImageDataset]:
         return [d for d in self.datasets if d.kind == "id"]
@@ -222,8 +223,12 @@ def execute(
     errors = []
     for name, analysis in analyses:
         t1 = time.perf_counter()
-        with console.status(f"analysis: {name}"), warnings.catch_warnings(record=True) as caught:
+        with _progress(console) as progress, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            bar = progress.add_task(f"analysis {name}", total=len(context.models), note="")
+            context.on_model_done = lambda model_id, bar=bar, progress=progress: progress.update(
+                bar, advance=1, note=model_id
+            )
             try:
                 produced = analysis(context)
             except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
@@ -231,6 +236,8 @@ def execute(
                 errors.append(f"{name}: {message}")
                 console.print(f"[red]analysis {name} failed:[/red] {message}")
                 continue
+            finally:
+                context.on_model_done = None
         for message in sorted({str(w.message) for w in caught if not issubclass(w.category, ModelAnalysisFailed)}):
             console.print(f"[yellow]note[/yellow] ({name}): {message}")
         for warning in caught:

@@ -54,3 +54,42 @@ def test_every_model_failing_raises(tmp_path):
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="failed for every model; first: KeyError"):
         warnings.simplefilter("ignore")
         map_models(_context(tmp_path), always)
+
+
+def test_progress_callback_sees_every_model_once(tmp_path):
+    context = _context(tmp_path)
+    seen: list[str] = []
+    context.on_model_done = seen.append
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        map_models(context, _rows)
+    assert seen == [ms.model_id for ms in context.models]  # the failed model counts as done too
+
+
+def _first_model_slow(inputs, ms):
+    import time
+
+    if ms.model_id == "timm-test_vit-random":
+        time.sleep(1.5)
+    return {"t": pl.DataFrame({"model_id": [ms.model_id]})}
+
+
+def test_ray_path_reports_models_as_they_finish_and_keeps_model_order(tmp_path):
+    import sys
+
+    import ray
+
+    from pipelines.inference import init_ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    init_ray(num_cpus=3)
+    try:
+        context = _context(tmp_path)
+        seen: list[str] = []
+        context.on_model_done = seen.append
+        tables = map_models(context, _first_model_slow)
+    finally:
+        ray.shutdown()
+    order = [ms.model_id for ms in context.models]
+    assert tables["t"]["model_id"].to_list() == order  # rows in model order, whatever the completion order
+    assert sorted(seen) == sorted(order) and seen[-1] == "timm-test_vit-random"  # the slow one finished last
