@@ -93,7 +93,7 @@ class TaskResult:
     model_info: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None
     device: str | None = None
-    attempts: int | None = None  # executions of this task in this run (Ray retries included); 0 = not scheduled
+    attempts: int | None = None  # executions in this run (Ray retries included); 0: not scheduled; None: unknown
 
 
 @dataclass
@@ -453,8 +453,10 @@ def run_inference(
                 message = " ".join(str(exc).split())
                 error = f"{type(exc).__name__}: {message[:500]}"
                 result = TaskResult(ms.model_id, dataset_name, shard, "failed", error=error)
-            # the log also counts attempts whose worker died (their results never came back)
-            result.attempts = max(result.attempts or 0, attempts_made(attempt_log, ms.model_id, dataset_name, shard))
+            # the log also counts attempts whose worker died (their results never came back); None: no count
+            # reached the log (a worker that cannot write to the workspace)
+            logged = attempts_made(attempt_log, ms.model_id, dataset_name, shard)
+            result.attempts = max(result.attempts or 0, logged) or None
             results.append(result)
             images += result.n_samples
             state = entry_state[entry_of.pop(ref)]
