@@ -14,7 +14,9 @@ _ATTRS = {
     "Hierarchy": ("hsc.hierarchy", "Hierarchy"),
     "load_imagenet_hierarchy": ("hsc.hierarchy", "load_imagenet_hierarchy"),
 }
-_SUBMODULES = {"rules", "curves", "calibration", "selective", "temperature", "taxonomy", "hierarchy", "study"}
+_SUBMODULES = {
+    "rules", "curves", "calibration", "selective", "temperature", "taxonomy", "hierarchy", "study", "ordering"
+}
 
 __all__ = sorted([*_ATTRS, *_SUBMODULES])
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hsc.hierarchy import Hierarchy
+from hsc.ordering import stable_order
 from hsc.rules import RULES, StepTable, _table_chunk, check_rule, check_scores, node_prob_chunks
 
 RISKS = ("01", "severity")
@@ -89,7 +90,7 @@ def events(H: Hierarchy, table: StepTable, labels: np.ndarray) -> Events:
     coverage, correct, severity = state_values(H, table, labels)
     changed = table.states[:, 1:] != table.states[:, :-1]
     t = table.thresholds[changed]
-    order = np.argsort(t, kind="stable")
+    order = stable_order(t)
     sample = np.broadcast_to(np.arange(table.states.shape[0])[:, None], changed.shape)[changed]
     correct = correct.astype(np.int64)
     return Events(

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from hsc.ordering import stable_order
 from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result, softmax_stats
 
 __all__ = [
@@ -161,43 +162,9 @@ def _is_stable_descending(c: np.ndarray, order: np.ndarray) -> bool:
 
 def stable_descending_order(conf: np.ndarray) -> np.ndarray:
     """``conf: (N,)`` float64 without NaN -> ``(N,) int64`` permutation sorting it descending, tied values in
-    index order: exactly ``np.argsort(-conf, kind="stable")``, at about half of its cost.
-
-    Each value becomes a 64-bit unsigned key that sorts in descending value order; its lowest b bits
-    (b = bits of N − 1) are replaced by the sample index, and numpy's vectorised sort of these plain integers
-    yields the permutation. Equal values have equal keys, so they come out in index order. Values whose keys
-    differ only in those b bits (within about 2^(b−52) relative of each other) may come out of order: the
-    groups that hold them are re-sorted by (value, index), usually none.
-    """
-    c = np.asarray(conf, dtype=np.float64)
-    n = c.size
-    bits = max(1, (n - 1).bit_length())
-    if bits > 40:  # too few key bits left to be worth it
-        return np.argsort(-c, kind="stable")
-    raw = c.view(np.uint64)
-    # descending: non-negative values by decreasing bit pattern, then negative ones by increasing pattern;
-    # −0.0 (bit pattern 2^63) maps to the key of +0.0 (2^63 − 1), as equal values must
-    key = np.subtract(np.uint64(2**63 - 1), raw)
-    np.subtract(raw, np.uint64(1), out=key, where=np.signbit(c))
-    low = np.uint64((1 << bits) - 1)
-    key &= ~low
-    key |= np.arange(n, dtype=np.uint64)
-    key.sort()
-    order = np.bitwise_and(key, low).view(np.int64)
-    key >>= np.uint64(bits)
-    same_group = key[1:] == key[:-1]
-    if not same_group.any():
-        return order
-    ranked = c[order]
-    mixed = same_group & (ranked[1:] != ranked[:-1])  # neighbours with one truncated key but different values
-    if not mixed.any():
-        return order
-    group_id = np.zeros(n, dtype=np.int64)
-    np.cumsum(~same_group, out=group_id[1:])
-    redo = np.flatnonzero(np.isin(group_id, group_id[1:][mixed]))  # whole groups, each contiguous
-    members = order[redo]
-    order[redo] = members[np.lexsort((members, -ranked[redo], group_id[redo]))]
-    return order
+    index order: exactly ``np.argsort(-conf, kind="stable")``, at about half of its cost
+    (:func:`hsc.ordering.stable_order`)."""
+    return stable_order(conf, descending=True)
 
 
 def rank_scores(conf: np.ndarray, correct: np.ndarray, order_hint: np.ndarray | None = None) -> RankedScores:

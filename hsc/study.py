@@ -34,6 +34,7 @@ from hsc.calibration import (
 )
 from hsc.curves import Events, events
 from hsc.hierarchy import Hierarchy
+from hsc.ordering import stable_order
 from hsc.rules import step_table
 
 DEFAULT_ALPHAS = (0.3, 0.2, 0.15, 0.1, 0.05, 0.01, 0.005)
@@ -71,14 +72,15 @@ class StratifiedSplitter:
         """(n_cal,) int64 calibration sample indices of split ``repetition`` (the rest is the test part)."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(repetition)]))
         keys = self.labels + rng.random(self.labels.size)
-        return np.argsort(keys)[self._take]
+        return stable_order(keys)[self._take]
 
 
 class _CalibrationSums:
     """Sums of per-sample step functions over all samples and over one calibration part.
 
     ev: events of a step table (sorted by breakpoint); x: query points (thresholds or λ). A sample's value at
-    x is its state-0 value plus its events with t < x.
+    x is its state-0 value plus its events with t < x. The events are also grouped by sample, so that a
+    calibration part's events are gathered directly (about a tenth of them) instead of masking all of them.
     """
 
     def __init__(self, ev: Events, correct0: np.ndarray, coverage0: np.ndarray):
@@ -87,22 +89,35 @@ class _CalibrationSums:
         self.coverage0 = coverage0
         self.correct_all = np.concatenate([[0], np.cumsum(ev.d_correct)])
         self.coverage_all = np.concatenate([[0.0], np.cumsum(ev.d_coverage)])
+        self._by_sample = stable_order(ev.sample)  # event indices grouped by sample, ascending within a sample
+        self._count = np.bincount(ev.sample, minlength=ev.num_samples)
+        self._first = np.concatenate([[0], np.cumsum(self._count)[:-1]])
 
-    def set_calibration(self, cal: np.ndarray, in_cal: np.ndarray) -> None:
-        mine = in_cal[self.ev.sample]
-        self.correct_cal = np.concatenate([[0], np.cumsum(np.where(mine, self.ev.d_correct, 0))])
-        self.coverage_cal = np.concatenate([[0.0], np.cumsum(np.where(mine, self.ev.d_coverage, 0.0))])
+    def set_calibration(self, cal: np.ndarray) -> None:
+        """Take ``cal: (n,)`` sample indices as the calibration part."""
+        counts = self._count[cal]
+        ends = np.cumsum(counts)
+        slots = np.repeat(self._first[cal] - (ends - counts), counts) + np.arange(int(ends[-1]) if ends.size else 0)
+        self.cal_events = np.sort(self._by_sample[slots])  # ascending event index = ascending breakpoint
+        # the same running sums as over all events with the others' steps set to 0 (adding 0 is exact)
+        self.correct_cal = np.concatenate([[0], np.cumsum(self.ev.d_correct[self.cal_events])])
+        self.coverage_cal = np.concatenate([[0.0], np.cumsum(self.ev.d_coverage[self.cal_events])])
         self.base_correct_cal = int(self.correct0[cal].sum())
         self.base_coverage_cal = float(self.coverage0[cal].sum())
 
+    def _prefix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query point: events with t < x (all samples), and how many of those are calibration events."""
+        at = np.searchsorted(self.ev.t, x, side="left")
+        return at, np.searchsorted(self.cal_events, at, side="left")
+
     def calibration_correct(self, x: np.ndarray) -> np.ndarray:
-        return self.base_correct_cal + self.correct_cal[np.searchsorted(self.ev.t, x, side="left")]
+        return self.base_correct_cal + self.correct_cal[self._prefix(x)[1]]
 
     def test_sums(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(correct count, coverage sum) over the samples outside the calibration part, at x."""
-        at = np.searchsorted(self.ev.t, x, side="left")
-        correct = self.ev.base_correct + self.correct_all[at] - self.base_correct_cal - self.correct_cal[at]
-        coverage = self.ev.base_coverage + self.coverage_all[at] - self.base_coverage_cal - self.coverage_cal[at]
+        at, k = self._prefix(x)
+        correct = self.ev.base_correct + self.correct_all[at] - self.base_correct_cal - self.correct_cal[k]
+        coverage = self.ev.base_coverage + self.coverage_all[at] - self.base_coverage_cal - self.coverage_cal[k]
         return correct, coverage
 
 
@@ -180,20 +195,18 @@ def threshold_study(
     thetas = np.empty((repetitions, len(combos)))
     correct = np.empty((repetitions, len(combos)), dtype=np.int64)
     coverage_sum = np.empty((repetitions, len(combos)))
-    in_cal = np.zeros(N, dtype=bool)
     for r in range(repetitions):
         cal = splitter.calibration_indices(r)
-        in_cal[cal] = True
         if threshold_cols.size:
             scores = np.sort(theta[cal])
             hat = np.where(ranks <= n, scores[np.clip(ranks - 1, 0, n - 1)], np.inf)
             if is_quantile.any():
                 hat[is_quantile] = np.quantile(scores, quantile_levels[is_quantile])
-            sums.set_calibration(cal, in_cal)
+            sums.set_calibration(cal)
             thetas[r, threshold_cols] = hat
             correct[r, threshold_cols], coverage_sum[r, threshold_cols] = sums.test_sums(hat)
         if darts_cols.size:
-            dsums.set_calibration(cal, in_cal)
+            dsums.set_calibration(cal)
             lo, hi = np.zeros(eps.size), lam_max.copy()
             for _ in range(DARTS_STEPS):
                 mid = (lo + hi) / 2
@@ -202,7 +215,6 @@ def threshold_study(
             lam = np.where(dsums.base_correct_cal / n >= 1 - eps, 0.0, hi)
             thetas[r, darts_cols] = lam
             correct[r, darts_cols], coverage_sum[r, darts_cols] = dsums.test_sums(lam)
-        in_cal[cal] = False
 
     accuracy = correct / m
     mean_coverage = coverage_sum / m
