@@ -16,6 +16,8 @@ import time
 import numpy as np
 from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
+from pipelines.analysis_hsc import analyse_hsc
+
 
 def timed(fn, repeat: int = 1):
     """(best wall time in seconds over ``repeat`` runs, last result)."""
@@ -107,6 +109,8 @@ def main() -> None:
             H, P, labels, alphas, methods=("darts",), repetitions=reps, n_cal=min(5000, n // 2)
         )
     )
+    logits = np.log(probs)  # softmax(log p) = p: the stored-logits input of the pipeline's analysis
+    t_analysis, _ = timed(lambda: analyse_hsc("bench", logits, labels, H, temperature=1.3, repetitions=reps))
     t_dense_rows = dense_reference(H, probs, labels, 0.5, dense_rows)
     t_dense = t_dense_rows * n / dense_rows
 
@@ -126,6 +130,14 @@ def main() -> None:
             f"threshold study, DARTS baseline: {reps} reps × {len(alphas)} ε (envelope + 25-step bisection)",
             n,
             t_darts,
+            None,
+            "–",
+        ),
+        (
+            f"pipeline analysis of one model (analyse_hsc: softmax and node probs with and without TS, curves of "
+            f"4 rules × 2 risks twice, study {reps} reps × {len(alphas)} α × 4 methods)",
+            n,
+            t_analysis,
             None,
             "–",
         ),

@@ -12,7 +12,8 @@
   every α of ``alphas``: Climbing thresholds by conformal, pac (δ = 0.1) and quantile, and the DARTS baseline
   (ε = α; its ``theta_mean`` is the mean λ).
 
-Softmax is computed in float64 from the stored logits (cood.confidence.softmax).
+Softmax is computed in float64 from the stored logits (:func:`leaf_probabilities`, the values of
+cood.confidence.softmax).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from cood.confidence import softmax
 from hsc import curves, study
 from hsc.hierarchy import Hierarchy
+from hsc.parallel import map_row_chunks
 from hsc.rules import RULES
 
 MAX_CURVE_POINTS = 512
+SOFTMAX_ROWS = 512  # rows per block of leaf_probabilities (4 MB of float64 at 1,000 classes)
 PAC_DELTA = 0.1
 STUDY_METHODS = ("conformal", "pac", "quantile", "darts")
 
@@ -77,21 +79,43 @@ def downsample_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> n
 
 
 def leaf_probabilities(logits: np.ndarray, hierarchy: Hierarchy, temperature: float | None = None) -> np.ndarray:
-    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T); ValueError on a wrong class count."""
+    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T); ValueError on a wrong class count or
+    non-finite logits.
+
+    The same operations as :func:`cood.confidence.softmax` (bitwise the same values), done in place on blocks of
+    :data:`SOFTMAX_ROWS` rows of the one output array on the shared thread pool: no (N, L) temporaries, whose
+    first touch costs more than the arithmetic on this kind of machine.
+    """
     z = np.asarray(logits)
     if z.ndim != 2 or z.shape[1] != hierarchy.num_leaves:
         raise ValueError(f"logits: expected shape (N, {hierarchy.num_leaves}) for this hierarchy, found {z.shape}")
-    if temperature is not None:
-        if not (np.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature: expected a positive finite number, found {temperature}")
-        z = z.astype(np.float64) / float(temperature)
-    return softmax(z)
+    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise ValueError(f"logits: expected a real-valued array, found dtype {z.dtype}")
+    if temperature is not None and not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature: expected a positive finite number, found {temperature}")
+    probs = np.empty(z.shape, dtype=np.float64)
+
+    def fill(start: int, stop: int) -> bool:
+        block = probs[start:stop]
+        block[...] = z[start:stop]
+        if not np.isfinite(block).all():
+            return False
+        if temperature is not None:
+            block /= float(temperature)
+        block -= block.max(axis=1, keepdims=True)
+        np.exp(block, out=block)
+        block /= block.sum(axis=1, keepdims=True)
+        return True
+
+    if not all(map_row_chunks(fill, z.shape[0], SOFTMAX_ROWS)):
+        raise ValueError("logits contain NaN or infinite values")
+    return probs
 
 
 def _rule_rows(
-    model_id: str, H: Hierarchy, probs: np.ndarray, labels: np.ndarray, scaled: bool
+    model_id: str, H: Hierarchy, node_probs: np.ndarray, labels: np.ndarray, scaled: bool
 ) -> tuple[list[dict], list[dict]]:
-    node_probs = H.node_probs(probs)
+    """hsc_rules and hsc_curves rows from ``node_probs: (N, V)`` float64 node probabilities."""
     rule_rows, curve_rows = [], []
     areas = {}
     for rule in RULES:
@@ -151,19 +175,21 @@ def analyse_hsc(
     exactly the columns of results/schema.py.
     """
     labels = hierarchy.check_labels(labels, np.shape(logits)[0] if np.ndim(logits) == 2 else None)
-    probs = leaf_probabilities(logits, hierarchy)
-    rule_rows, curve_rows = _rule_rows(model_id, hierarchy, probs, labels, scaled=False)
+    if temperature is not None:  # first, so that only one (N, L) and one (N, V) array are alive at a time
+        scaled_nodes = hierarchy.node_probs(leaf_probabilities(logits, hierarchy, temperature))
+        scaled_rules, scaled_curves = _rule_rows(model_id, hierarchy, scaled_nodes, labels, scaled=True)
+        del scaled_nodes
+    # one (N, V) node-probability array serves the curves and the study's step tables (Climbing and DARTS)
+    node_probs = hierarchy.node_probs(leaf_probabilities(logits, hierarchy))
+    rule_rows, curve_rows = _rule_rows(model_id, hierarchy, node_probs, labels, scaled=False)
     if temperature is not None:
-        scaled_rules, scaled_curves = _rule_rows(
-            model_id, hierarchy, leaf_probabilities(logits, hierarchy, temperature), labels, scaled=True
-        )
         rule_rows += scaled_rules
         curve_rows += scaled_curves
     n = labels.size
     n_cal = min(5000, n // 2) if n_cal is None else int(n_cal)
     study_rows = study.threshold_study(
         hierarchy,
-        probs,
+        node_probs,
         labels,
         alphas,
         methods=STUDY_METHODS,

@@ -31,6 +31,32 @@ def test_downsample_keeps_endpoints():
     assert len(idx) <= 512 and idx[0] == 0 and idx[-1] == 99_999 and (np.diff(idx) > 0).all()
 
 
+@pytest.mark.parametrize("temperature", [None, 1.7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_leaf_probabilities_are_cood_softmax_bitwise(temperature, dtype):
+    # several blocks of rows on the thread pool, a ragged last block; oracle: the one-shot softmax of cood
+    from cood.confidence import softmax
+
+    H = load_imagenet_hierarchy()
+    logits, _ = demo_like(n=1300, seed=3)
+    logits = logits.astype(dtype)
+    z = logits.astype(np.float64)
+    want = softmax(z if temperature is None else z / temperature)
+    assert np.array_equal(leaf_probabilities(logits, H, temperature), want)
+
+
+def test_leaf_probabilities_refuse_bad_logits():
+    H = load_imagenet_hierarchy()
+    logits, _ = demo_like(n=1100)
+    logits[1050, 7] = np.nan  # in the last block
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        leaf_probabilities(logits, H)
+    with pytest.raises(ValueError, match="expected shape"):
+        leaf_probabilities(logits[:, :999], H)
+    with pytest.raises(ValueError, match="temperature"):
+        leaf_probabilities(logits, H, 0.0)
+
+
 def test_analysis_rows_match_schema_and_direct_computation():
     H = load_imagenet_hierarchy()
     logits, labels = demo_like()
