@@ -22,7 +22,17 @@ import numpy as np
 
 from hsc.hierarchy import Hierarchy
 from hsc.ordering import stable_order
-from hsc.rules import RULES, StepTable, _table_chunk, check_rule, check_scores, node_prob_chunks
+from hsc.parallel import map_row_chunks
+from hsc.rules import (
+    CHUNK_ROWS,
+    RULES,
+    StepTable,
+    _table_chunk,
+    check_rule,
+    check_scores,
+    map_node_prob_chunks,
+    node_prob_chunks,
+)
 
 RISKS = ("01", "severity")
 
@@ -79,8 +89,11 @@ def state_values(H: Hierarchy, table: StepTable, labels: np.ndarray) -> tuple[np
     coverage = np.asarray(H.coverage)[table.states]
     correct = H.is_correct(table.states, labels)
     severity = np.empty(table.states.shape, dtype=np.float64)
-    for k in range(table.states.shape[1]):
-        severity[:, k] = H.severity(table.states[:, k], labels)
+
+    def fill(start: int, stop: int) -> None:
+        severity[start:stop] = H.severity(table.states[start:stop], labels[start:stop])
+
+    map_row_chunks(fill, table.states.shape[0], CHUNK_ROWS)
     return coverage, correct, severity
 
 
@@ -147,15 +160,17 @@ def hrc_points(
     probs = np.asarray(probs)
     labels = H.check_labels(labels, probs.shape[0] if probs.ndim == 2 else None)
     precision = "float64" if grid is None else "float32"
-    parts = [(rows, _table_chunk(H, P, rule)) for rows, P in node_prob_chunks(H, probs, precision)]
-    for _, (_, scores) in parts:
+
+    def chunk_table(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        states, scores = _table_chunk(H, P, rule)
         check_scores(scores)
+        return states, np.maximum.accumulate(scores[:, :-1], axis=1)
+
+    parts = map_node_prob_chunks(H, probs, chunk_table, precision)  # row chunks on the shared thread pool
     if grid is not None:
         thetas = grid_thresholds(H, probs, grid)
-    states = np.concatenate([p[1][0] for p in parts]) if parts else np.empty((0, 2), np.int64)
-    thresholds = (
-        np.concatenate([np.maximum.accumulate(p[1][1][:, :-1], axis=1) for p in parts]) if parts else np.empty((0, 1))
-    )
+    states = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 2), np.int64)
+    thresholds = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, 1))
     ev = events(H, StepTable(states, thresholds), labels)
     if grid is None:
         thetas = np.unique(np.concatenate([[0.0], ev.t[ev.t <= 1.0], [1.0]]))
