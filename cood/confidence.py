@@ -41,6 +41,9 @@ def register(name: str) -> Callable[[ConfidenceFn], ConfidenceFn]:
     return add
 
 
+_CHUNK_ROWS = 2048  # rows per block of the softmax passes (16 MB of float64 at 1,000 classes)
+
+
 def _as_logits(logits: np.ndarray) -> np.ndarray:
     """Validate ``logits: (N, C)`` and return them as float64."""
     z = np.asarray(logits)
@@ -59,13 +62,31 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``logits: (N, C)`` -> ``(N, C) float64`` probabilities (rows sum to 1): exp(z − max z) normalised by its
-    row sum, one exp pass (exp of :func:`log_softmax` would take two)."""
-    z = _as_logits(logits)
-    probs = np.exp(z - z.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    return probs
+    row sum, one exp pass (exp of :func:`log_softmax` would take two).
+
+    Computed in place, a block of rows at a time, in ``out`` (an (N, C) float64 array, returned) or a new
+    array: no (N, C) temporaries.
+    """
+    z = np.asarray(logits)
+    if z.ndim != 2 or z.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, C) with C >= 2, got {z.shape}")
+    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+        raise ValueError(f"logits must be real numbers, got dtype {z.dtype}")
+    if out is None:
+        out = np.empty(z.shape, dtype=np.float64)
+    elif out.shape != z.shape or out.dtype != np.float64:
+        raise ValueError(f"out must be a float64 array of shape {z.shape}, got {out.dtype} {out.shape}")
+    for start in range(0, z.shape[0], _CHUNK_ROWS):
+        block = out[start : start + _CHUNK_ROWS]
+        block[...] = z[start : start + _CHUNK_ROWS]
+        if not np.isfinite(block).all():
+            raise ValueError("logits contain NaN or infinite values")
+        block -= block.max(axis=1, keepdims=True)
+        np.exp(block, out=block)
+        block /= block.sum(axis=1, keepdims=True)
+    return out
 
 
 # κ that one float64 softmax pass gives together (see _softmax_family); rows per chunk of that pass
@@ -73,7 +94,6 @@ SOFTMAX_FAMILY = ("msp", "log_msp", "neg_entropy", "max_logit", "energy")
 # κ whose float64 values tie where they saturate -> the registered κ that ranks them without ties (a strictly
 # increasing function of them wherever they do not tie); C-OOD ranks by it (cood.md §5)
 RANK_KEYS = {"msp": "log_msp"}
-_CHUNK_ROWS = 2048
 
 
 def _softmax_family(z: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:

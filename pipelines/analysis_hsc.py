@@ -12,8 +12,7 @@
   every α of ``alphas``: Climbing thresholds by conformal, pac (δ = 0.1) and quantile, and the DARTS baseline
   (ε = α; its ``theta_mean`` is the mean λ).
 
-Softmax is computed in float64 from the stored logits (:func:`leaf_probabilities`, the values of
-cood.confidence.softmax).
+Softmax is computed in float64 from the stored logits (cood.confidence.softmax, on row blocks in parallel).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from cood.confidence import softmax
 from hsc import curves, study
 from hsc.hierarchy import Hierarchy
 from hsc.parallel import map_row_chunks
@@ -79,36 +79,21 @@ def downsample_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> n
 
 
 def leaf_probabilities(logits: np.ndarray, hierarchy: Hierarchy, temperature: float | None = None) -> np.ndarray:
-    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T); ValueError on a wrong class count or
-    non-finite logits.
-
-    The same operations as :func:`cood.confidence.softmax` (bitwise the same values), done in place on blocks of
-    :data:`SOFTMAX_ROWS` rows of the one output array on the shared thread pool: no (N, L) temporaries, whose
-    first touch costs more than the arithmetic on this kind of machine.
-    """
+    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T) (:func:`cood.confidence.softmax`, written
+    block by block of :data:`SOFTMAX_ROWS` rows into one array on the shared thread pool); ValueError on a
+    wrong class count or non-finite logits."""
     z = np.asarray(logits)
     if z.ndim != 2 or z.shape[1] != hierarchy.num_leaves:
         raise ValueError(f"logits: expected shape (N, {hierarchy.num_leaves}) for this hierarchy, found {z.shape}")
-    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
-        raise ValueError(f"logits: expected a real-valued array, found dtype {z.dtype}")
     if temperature is not None and not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature: expected a positive finite number, found {temperature}")
     probs = np.empty(z.shape, dtype=np.float64)
 
-    def fill(start: int, stop: int) -> bool:
-        block = probs[start:stop]
-        block[...] = z[start:stop]
-        if not np.isfinite(block).all():
-            return False
-        if temperature is not None:
-            block /= float(temperature)
-        block -= block.max(axis=1, keepdims=True)
-        np.exp(block, out=block)
-        block /= block.sum(axis=1, keepdims=True)
-        return True
+    def fill(start: int, stop: int) -> None:
+        block = z[start:stop] if temperature is None else z[start:stop].astype(np.float64) / float(temperature)
+        softmax(block, out=probs[start:stop])
 
-    if not all(map_row_chunks(fill, z.shape[0], SOFTMAX_ROWS)):
-        raise ValueError("logits contain NaN or infinite values")
+    map_row_chunks(fill, z.shape[0], SOFTMAX_ROWS)
     return probs
 
 

@@ -73,3 +73,19 @@ def test_compute_rejects_unknown_names_and_bad_logits():
         confidence.compute(bad, ["msp"])
     with pytest.raises(ValueError, match=r"logits must have shape \(N, C\)"):
         confidence.compute(z[:, :1], ["energy"])
+
+
+def test_softmax_blocks_and_out_array():
+    # more rows than one block (a ragged last block), written into a given array
+    rng = np.random.default_rng(8)
+    z = rng.normal(0, 3, (5000, 7)).astype(np.float32)
+    out = np.full(z.shape, np.nan)
+    assert confidence.softmax(z, out=out) is out
+    np.testing.assert_allclose(out, special.softmax(z.astype(np.float64), axis=1), rtol=1e-14, atol=1e-300)
+    with pytest.raises(ValueError, match="out must be a float64 array"):
+        confidence.softmax(z, out=np.empty(z.shape, dtype=np.float32))
+    z[4500, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        confidence.softmax(z)
+    with pytest.raises(ValueError, match="real numbers"):
+        confidence.softmax(np.ones((3, 4), dtype=complex))

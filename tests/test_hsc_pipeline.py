@@ -33,15 +33,16 @@ def test_downsample_keeps_endpoints():
 
 @pytest.mark.parametrize("temperature", [None, 1.7])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_leaf_probabilities_are_cood_softmax_bitwise(temperature, dtype):
-    # several blocks of rows on the thread pool, a ragged last block; oracle: the one-shot softmax of cood
-    from cood.confidence import softmax
+def test_leaf_probabilities_are_scipy_softmax(temperature, dtype):
+    # several blocks of rows on the thread pool, a ragged last block; oracle: scipy's one-shot softmax, whose
+    # operations (max shift, exp, row sum, division) are the same, so the values agree to the last bit
+    from scipy.special import softmax
 
     H = load_imagenet_hierarchy()
     logits, _ = demo_like(n=1300, seed=3)
     logits = logits.astype(dtype)
     z = logits.astype(np.float64)
-    want = softmax(z if temperature is None else z / temperature)
+    want = softmax(z if temperature is None else z / temperature, axis=1)
     assert np.array_equal(leaf_probabilities(logits, H, temperature), want)
 
 
