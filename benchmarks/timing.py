@@ -1,4 +1,4 @@
-"""Shared timing helper of the benchmark scripts (run as ``python benchmarks/bench_*.py``)."""
+"""Shared timing helpers of the benchmark scripts (run as ``python benchmarks/bench_*.py``)."""
 
 from __future__ import annotations
 
@@ -7,35 +7,30 @@ import time
 from collections.abc import Callable
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def best_time_after(setup: Callable[[], object], fn: Callable[[object], object], repeats: int) -> float:
-    """Minimum wall time of ``fn(setup())`` over ``repeats`` calls, ``setup`` untimed, in seconds."""
+def _wall_times(setup: Callable[[], object], fn: Callable[[object], object], repeats: int) -> list[float]:
+    """Wall times in seconds of ``fn(setup())``, ``repeats`` times, ``setup`` untimed."""
     times = []
     for _ in range(repeats):
         prepared = setup()
         start = time.perf_counter()
         fn(prepared)
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time of ``repeats`` calls, in seconds."""
+    return min(_wall_times(lambda: None, lambda _: fn(), repeats))
+
+
+def best_time_after(setup: Callable[[], object], fn: Callable[[object], object], repeats: int) -> float:
+    """Minimum wall time of ``fn(setup())`` over ``repeats`` calls, ``setup`` untimed, in seconds."""
+    return min(_wall_times(setup, fn, repeats))
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_wall_times(lambda: None, lambda _: fn(), repeats))
 
 
 def print_table(rows: list[tuple[str, int | str, float, float | None, str]]) -> None:
