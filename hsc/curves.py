@@ -23,16 +23,7 @@ import numpy as np
 from hsc.hierarchy import Hierarchy
 from hsc.ordering import stable_order
 from hsc.parallel import map_row_chunks
-from hsc.rules import (
-    CHUNK_ROWS,
-    RULES,
-    StepTable,
-    _table_chunk,
-    check_rule,
-    check_scores,
-    map_node_prob_chunks,
-    node_prob_chunks,
-)
+from hsc.rules import CHUNK_ROWS, RULES, StepTable, check_rule, node_prob_chunks, step_table
 
 RISKS = ("01", "severity")
 
@@ -160,18 +151,10 @@ def hrc_points(
     probs = np.asarray(probs)
     labels = H.check_labels(labels, probs.shape[0] if probs.ndim == 2 else None)
     precision = "float64" if grid is None else "float32"
-
-    def chunk_table(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        states, scores = _table_chunk(H, P, rule)
-        check_scores(scores)
-        return states, np.maximum.accumulate(scores[:, :-1], axis=1)
-
-    parts = map_node_prob_chunks(H, probs, chunk_table, precision)  # row chunks on the shared thread pool
+    table = step_table(H, probs, rule, precision)  # row chunks on the shared thread pool
     if grid is not None:
         thetas = grid_thresholds(H, probs, grid)
-    states = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 2), np.int64)
-    thresholds = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, 1))
-    ev = events(H, StepTable(states, thresholds), labels)
+    ev = events(H, table, labels)
     if grid is None:
         thetas = np.unique(np.concatenate([[0.0], ev.t[ev.t <= 1.0], [1.0]]))
     return evaluate_events(ev, thetas)
