@@ -158,8 +158,7 @@ def darts_table(H: Hierarchy, probs: np.ndarray) -> StepTable:
     classes = _leaf_count_classes(H)
     reward = np.array([H.coverage[lo] for lo, _ in classes]) * np.log2(H.num_leaves)
     for _, P in node_prob_chunks(H, probs):
-        nodes, slope = _table_chunk(H, P, "max_coverage")  # class maxima: (n, K+1)
-        check_scores(slope)
+        nodes, slope = _table_chunk(H, P, "max_coverage")  # class maxima: (n, K+1), checked
         n, width = slope.shape
         rows = np.arange(n)
         intercept = slope * reward

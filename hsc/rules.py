@@ -142,7 +142,8 @@ def _better(value: np.ndarray, node: np.ndarray, best_value: np.ndarray, best_no
 
 
 def _table_chunk(H: Hierarchy, P: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """(states (n, K+1), scores (n, K+1)) of ``rule`` on node probabilities ``P: (n, V)``."""
+    """(states (n, K+1), scores (n, K+1)) of ``rule`` on node probabilities ``P: (n, V)``; ValueError when a
+    score the rule uses is NaN, inf or negative (:func:`check_scores`)."""
     n, L = P.shape[0], H.num_leaves
     top = np.argmax(P[:, :L], axis=1)
     rows = np.arange(n)
@@ -178,6 +179,7 @@ def _table_chunk(H: Hierarchy, P: np.ndarray, rule: str) -> tuple[np.ndarray, np
         cuts.reverse()  # h = 0 is depth D
         scores = np.stack([c[0] for c in cuts], axis=1)
         states = np.stack([c[1] for c in cuts], axis=1)
+    check_scores(scores)
     return states.astype(np.int64, copy=False), scores
 
 
@@ -191,7 +193,6 @@ def step_table(H: Hierarchy, probs: np.ndarray, rule: str, precision: str = "flo
 
     def chunk_table(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         states, scores = _table_chunk(H, P, rule)
-        check_scores(scores)
         return states, np.maximum.accumulate(scores[:, :-1], axis=1)
 
     parts = map_node_prob_chunks(H, probs, chunk_table, precision)
@@ -234,7 +235,6 @@ def _predict(H: Hierarchy, probs: np.ndarray, theta: float, rule: str) -> np.nda
 
     def chunk_predict(P: np.ndarray) -> np.ndarray:
         states, scores = _table_chunk(H, P, rule)
-        check_scores(scores)
         reached = scores >= theta
         reached[:, -1] = True
         return np.take_along_axis(states, np.argmax(reached, axis=1)[:, None], axis=1)[:, 0]
