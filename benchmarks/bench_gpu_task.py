@@ -1,4 +1,4 @@
-"""The device path of one model task, without Ray: images/s of ``pipelines.inference.model_task`` (crops from
+"""The device path of one model task, without Ray: images/s of ``pipelines.engine.inference.model_task`` (crops from
 the decode cache -> pinned host memory -> normalise on the device -> forward -> logits back -> Parquet shard)
 against the bare forward pass on pre-made device tensors, for fp32, bf16 autocast and bf16 + channels_last;
 and the agreement of the device's logits with CPU fp32 logits on the same crops.
@@ -56,7 +56,7 @@ def raw_forward(model, n: int, batch_size: int, size: int, device: str, amp: boo
 def _concurrent_worker(ms, dataset, entry, work: Path, opts, index: int, runs: int, barrier, results) -> None:
     """One of the processes of :func:`concurrent_tasks`: a warm-up task, then ``runs`` timed tasks after all
     processes are warm; puts (first start, last end) on ``results``."""
-    from pipelines import inference
+    import pipelines.engine.inference as inference
 
     inference.model_task(ms, dataset, entry, work / f"warm-{index}", 0, opts)
     barrier.wait()
@@ -115,10 +115,10 @@ def main() -> None:
     args.images = args.images or (4096 if on_cuda else 256)
     args.batch_size = args.batch_size or (256 if on_cuda else 32)
 
-    from pipelines import inference
-    from pipelines.datasets import load_folder
-    from pipelines.decode_cache import build_entry
-    from pipelines.outputs import read_outputs
+    import pipelines.engine.inference as inference
+    from pipelines.data.datasets import load_folder
+    from pipelines.engine.decode_cache import build_entry
+    from pipelines.engine.outputs import read_outputs
     from pipelines.zoo import build_model, resolve
 
     (ms,) = resolve(args.model)
@@ -162,7 +162,7 @@ def main() -> None:
         # agreement with CPU fp32 on the first crops
         check = min(args.check_rows, n)
         cpu_model = build_model(ms).eval()
-        from pipelines.preprocess import normalise
+        from pipelines.data.preprocess import normalise
 
         with torch.inference_mode():
             x = normalise(torch.from_numpy(np.array(entry.crops()[:check])), ms.preprocess, "cpu")

@@ -16,7 +16,7 @@ import time
 import numpy as np
 from timing import print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
-from pipelines.analysis_hsc import analyse_hsc
+from pipelines.analyses.hsc import analyse_hsc
 
 
 def timed(fn, repeat: int = 1):

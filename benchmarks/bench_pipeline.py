@@ -26,7 +26,7 @@ from PIL import Image, ImageFilter
 
 def make_images(root: Path, n: int, seed: int = 0) -> Path:
     """ImageNet-like JPEGs: 500×375 smooth random scenes (realistic decode cost), 10 classes."""
-    from pipelines.datasets import imagenet1k_wnids
+    from pipelines.data.datasets import imagenet1k_wnids
 
     rng = np.random.default_rng(seed)
     wnids = imagenet1k_wnids()[:10]
@@ -61,7 +61,7 @@ def raw_forward_seconds(spec: str, n: int, batch_size: int, device: str, threads
 
 
 def timed_run(specs: list[str], dataset, workspace: Path, shard_size: int, batch_size: int, device: str) -> float:
-    from pipelines.inference import InferenceOptions, run_inference
+    from pipelines.engine.inference import InferenceOptions, run_inference
     from pipelines.zoo import resolve_all
 
     shutil.rmtree(workspace, ignore_errors=True)
@@ -88,8 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.images or (500 if args.quick else 2000)
 
-    from pipelines.datasets import load_folder
-    from pipelines.inference import init_ray
+    from pipelines.data.datasets import load_folder
+    from pipelines.engine.inference import init_ray
 
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:

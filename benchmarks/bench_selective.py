@@ -24,7 +24,7 @@ from timing import best_time, best_time_after, print_table  # benchmarks/timing.
 
 from hsc import selective as S
 from hsc.temperature import fit_temperature_result, softmax_stats
-from pipelines.analysis_selective import analyse_selective, stratified_split, torch_exp
+from pipelines.analyses.selective import analyse_selective, stratified_split, torch_exp
 
 # ----------------------------------------------------------------------------------------------- loop baselines
 

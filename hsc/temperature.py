@@ -44,7 +44,7 @@ ExpKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def numpy_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The default :data:`ExpKernel`, numpy's float64 ``exp`` (vectorised only on AVX-512 CPUs; a caller that
-    may use torch can pass a faster kernel, as ``pipelines.analysis_selective.torch_exp`` does)."""
+    may use torch can pass a faster kernel, as ``pipelines.analyses.selective.torch_exp`` does)."""
     return np.exp(x, out=out)
 
 

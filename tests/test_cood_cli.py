@@ -1,4 +1,4 @@
-"""pipelines.analysis_cood and ``uebench cood build`` over a small synthetic workspace."""
+"""pipelines.analyses.cood and ``uebench cood build`` over a small synthetic workspace."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from cood import confidence
 from cood.imagenet21k import build_split, write_manifest
 from cood.severity import class_severity, severity_levels
-from pipelines.analysis_cood import analyse_cood
+from pipelines.analyses.cood import analyse_cood
 from pipelines.cli import main
-from pipelines.cmd_cood import build_benchmark
-from pipelines.datasets import ood_manifest_path as manifest_path
+from pipelines.cli.cood import build_benchmark
+from pipelines.data.datasets import ood_manifest_path as manifest_path
+from pipelines.engine.outputs import shard_path, write_shard
 from pipelines.errors import UserError
-from pipelines.outputs import shard_path, write_shard
 from results.schema import TABLES
 from results.store import Store, database_path
 
@@ -217,8 +217,8 @@ def test_manifest_problems(tmp_path: Path) -> None:
 def test_ranking_keys_prefer_the_stored_column_then_logits_and_need_both_sides() -> None:
     """MSP ranks by log-MSP (cood.md §5): stored column, else computed from logits; one side without either
     makes both sides rank by the κ values (None, None)."""
-    from pipelines.cmd_cood import ranking_keys
-    from pipelines.outputs import Outputs
+    from pipelines.cli.cood import ranking_keys
+    from pipelines.engine.outputs import Outputs
 
     rng = np.random.default_rng(3)
     logits = (rng.normal(size=(6, 5)) * 30).astype(np.float32)

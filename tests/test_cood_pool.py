@@ -259,7 +259,7 @@ def test_cli_pool_command(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from pipelines import cmd_taxonomy
+    import pipelines.cli.taxonomy as cmd_taxonomy
     from pipelines.errors import UserError
 
     app = typer.Typer()

@@ -11,7 +11,7 @@ import pytest
 from hsc import calibration, curves, rules
 from hsc.hierarchy import load_imagenet_hierarchy
 from hsc.study import StratifiedSplitter
-from pipelines.analysis_hsc import analyse_hsc, downsample_indices, leaf_probabilities
+from pipelines.analyses.hsc import analyse_hsc, downsample_indices, leaf_probabilities
 from results.schema import TABLES
 
 CLASSES = np.array([1, 5, 281, 282, 285, 967])
@@ -108,7 +108,7 @@ def test_analysis_rejects_wrong_class_count():
 
 def test_cli_calibrate(tmp_path: Path, capsys):
     from pipelines.cli import main
-    from pipelines.outputs import shard_path, write_shard
+    from pipelines.engine.outputs import shard_path, write_shard
 
     logits, labels = demo_like(300, seed=1)
     write_shard(shard_path(tmp_path, "m1", "imagenet-val", 0), [f"s{i:04d}" for i in range(300)], labels, logits, {})

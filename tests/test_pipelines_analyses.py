@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from pipelines.analyses import map_models
-from pipelines.driver import ModelAnalysisFailed, RunContext
+from pipelines.engine.driver import ModelAnalysisFailed, RunContext
 from pipelines.zoo import resolve_all
 
 
@@ -79,7 +79,7 @@ def test_ray_path_reports_models_as_they_finish_and_keeps_model_order(tmp_path):
 
     import ray
 
-    from pipelines.inference import init_ray
+    from pipelines.engine.inference import init_ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     init_ray(num_cpus=3)

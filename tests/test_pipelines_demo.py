@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.demo_data import ID_DATASET, ID_PHOTOS, OOD_DATASET, OOD_PHOTOS, build_demo_data, folder_digest
+from pipelines.demo.data import ID_DATASET, ID_PHOTOS, OOD_DATASET, OOD_PHOTOS, build_demo_data, folder_digest
 
 REDUCED_MODELS = ("efficientnet_lite:lite0", "timm:mobilenetv3_small_100@random")
 IMAGES_PER_CLASS = 3
@@ -36,7 +36,7 @@ def test_demo_ood_classes_are_imagenet21k_and_unrelated_to_imagenet1k():
 
     pool = set(ood_class_pool().wnids)
     assert {p.wnid for p in OOD_PHOTOS} <= pool
-    from pipelines.datasets import imagenet1k_wnids
+    from pipelines.data.datasets import imagenet1k_wnids
 
     assert {p.wnid for p in ID_PHOTOS} <= set(imagenet1k_wnids())
 
@@ -147,7 +147,7 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     assert set(levels["run_id"].to_list()) <= run_ids
     import hashlib
 
-    from pipelines.datasets import ood_manifest_path
+    from pipelines.data.datasets import ood_manifest_path
 
     expected = hashlib.sha256(ood_manifest_path(demo_workspace, OOD_DATASET).read_bytes()).hexdigest()
     assert manifests.rows() == [("id", None), ("ood", expected)]
@@ -175,7 +175,7 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
 
 
 def test_cood_and_hsc_commands_find_the_demo_datasets_without_flags(demo_workspace):
-    from pipelines.outputs import workspace_dataset
+    from pipelines.engine.outputs import workspace_dataset
 
     assert workspace_dataset(demo_workspace, "id", "x") == ID_DATASET
     assert workspace_dataset(demo_workspace, "ood", "x") == OOD_DATASET

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.datasets import imagenet1k_wnids, load_folder
-from pipelines.inference import FAULT_ENV, InferenceOptions, init_ray, run_inference
-from pipelines.outputs import read_outputs
+from pipelines.data.datasets import imagenet1k_wnids, load_folder
+from pipelines.engine.inference import FAULT_ENV, InferenceOptions, init_ray, run_inference
+from pipelines.engine.outputs import read_outputs
 from pipelines.zoo import build_model, resolve_all
 
 SHARED_SIGNATURE = ("timm:test_vit@random", "timm:test_efficientnet@random", "timm:test_convnext@random")
@@ -96,7 +96,7 @@ def test_failing_model_truncated_jpeg_and_rerun(tmp_path, local_ray):
 
 
 def test_attempt_log_counts_each_execution(tmp_path):
-    from pipelines.inference import attempts_made, record_attempt
+    from pipelines.engine.inference import attempts_made, record_attempt
 
     assert attempts_made(tmp_path, "m", "val", 0) == 0
     assert [record_attempt(tmp_path, "m", "val", 0) for _ in range(3)] == [1, 2, 3]
@@ -106,7 +106,7 @@ def test_attempt_log_counts_each_execution(tmp_path):
 
 
 def test_oom_halves_the_batch():
-    from pipelines.inference import _forward_all
+    from pipelines.engine.inference import _forward_all
 
     (ms,) = resolve_all(["timm:test_vit@random"])
     model = build_model(ms)

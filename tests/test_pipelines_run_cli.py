@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.datasets import imagenet1k_wnids
+from pipelines.data.datasets import imagenet1k_wnids
+from pipelines.engine.run_config import parse_config
 from pipelines.errors import UserError
-from pipelines.run_config import parse_config
 
 WNIDS = imagenet1k_wnids()[:4]
 
@@ -138,11 +138,11 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
     """ODIN / MSP(T=2) / MC-dropout columns come out of inference, match independent recomputation, and their
     parameters (T, ε, passes, seed, dropout p) are recorded and reach the C-OOD rows."""
     from cood.confidence import msp
-    from pipelines.outputs import read_outputs
+    from pipelines.engine.outputs import read_outputs
     from results.store import Store
 
     _images(tmp_path / "val", WNIDS)
-    from pipelines.demo_data import OOD_PHOTOS
+    from pipelines.demo.data import OOD_PHOTOS
 
     ood_wnids = sorted({photo.wnid for photo in OOD_PHOTOS})[:5]  # ImageNet-21k classes in the C-OOD pool
     _images(tmp_path / "ood", ood_wnids, seed=1)
@@ -182,7 +182,7 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
 
 
 def test_flags_build_or_override_a_config(tmp_path):
-    from pipelines.cmd_run import config_from_flags
+    from pipelines.cli.run import config_from_flags
 
     raw = config_from_flags({}, ["timm:resnet18"], tmp_path / "val", tmp_path / "ood", "10.0.0.1:6379", ["selective"])
     config = parse_config(raw, tmp_path)
@@ -207,7 +207,7 @@ def test_code_version_from_a_source_tree_that_was_never_installed(monkeypatch):
     """PYTHONPATH=. without `pip install`: no package metadata, yet model tasks must still record provenance."""
     from importlib import metadata
 
-    from pipelines import provenance
+    import pipelines.engine.provenance as provenance
 
     def not_installed(name):
         raise metadata.PackageNotFoundError(name)

@@ -8,7 +8,7 @@ import pytest
 import timm
 from timm.models import get_pretrained_cfg
 
-from pipelines import zoo
+import pipelines.zoo as zoo
 from pipelines.cli import main
 
 

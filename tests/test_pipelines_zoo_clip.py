@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import clip_zeroshot
+import pipelines.zoo.clip_zeroshot as clip_zeroshot
 from pipelines.zoo import build_model, resolve
 
 TINY = "uebench-tiny-test-clip"

@@ -1,4 +1,4 @@
-"""ODIN and MC dropout (pipelines.model_confidence) on small random-weight networks."""
+"""ODIN and MC dropout (pipelines.engine.model_confidence) on small random-weight networks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy.stats import entropy
 from torch import nn
 
-from pipelines.model_confidence import dropout_report, mc_dropout, msp_t2, odin, odin_perturb
+from pipelines.engine.model_confidence import dropout_report, mc_dropout, msp_t2, odin, odin_perturb
 
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -148,7 +148,7 @@ def test_mc_dropout_rejects_too_few_passes():
 
 
 def test_compute_returns_the_requested_columns_from_the_same_functions():
-    from pipelines.model_confidence import compute
+    from pipelines.engine.model_confidence import compute
 
     torch.manual_seed(0)
     model = DropoutLinear(0.5).eval()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.datasets import imagenet1k_wnids
-from pipelines.preprocess import crop_image, normalise
+from pipelines.data.datasets import imagenet1k_wnids
+from pipelines.data.preprocess import crop_image, normalise
 from pipelines.zoo import build_model, resolve
 
 # tabby, tiger cat, Egyptian cat, Persian, Siamese

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from timm.models import get_pretrained_cfg
 
+from pipelines.data.preprocess import crop_image, normalise
 from pipelines.errors import UserError
-from pipelines.preprocess import crop_image, normalise
 from pipelines.zoo import count_params, non_1k_reason, resolve, resolve_all, resolve_with_skipped
 
 

@@ -1,4 +1,4 @@
-"""pipelines.analysis_selective: the seeded stratified split and the per-model metrics bundle, checked
+"""pipelines.analyses.selective: the seeded stratified split and the per-model metrics bundle, checked
 against direct calls of hsc.selective / cood.confidence and against the DuckDB schema."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from cood import confidence
 from hsc import selective as S
-from pipelines.analysis_selective import COLUMNS, analyse_selective, stratified_split
+from pipelines.analyses.selective import COLUMNS, analyse_selective, stratified_split
 from results.schema import PRIMARY_KEYS, TABLES
 
 

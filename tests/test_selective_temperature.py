@@ -185,7 +185,7 @@ def test_bad_temperature_raises():
 def test_the_pipelines_torch_exp_kernel_gives_numpys_results():
     """Oracle: hsc's default numpy kernel. torch's vectorised float64 exp is within 1 ulp per element, so every
     row statistic and the fitted T agree to ~1e-14 relative (and the kernel writes in place when out is x)."""
-    from pipelines.analysis_selective import torch_exp
+    from pipelines.analyses.selective import torch_exp
 
     rng = np.random.default_rng(11)
     x = rng.normal(size=(64, 300)) * 20

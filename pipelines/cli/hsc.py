@@ -16,8 +16,8 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from pipelines.engine.outputs import read_outputs, workspace_dataset
 from pipelines.errors import UserError
-from pipelines.outputs import read_outputs, workspace_dataset
 
 
 def load_hierarchy(isa_file: Path | None):
@@ -46,7 +46,7 @@ def calibrate_model(
     """Calibrate on one seeded split of the stored outputs; returns the printed summary as a dict."""
     from hsc import calibration, rules
     from hsc.study import StratifiedSplitter
-    from pipelines.analysis_hsc import leaf_probabilities
+    from pipelines.analyses.hsc import leaf_probabilities
 
     if method not in calibration.METHODS:
         raise UserError(f"--method must be one of {', '.join(calibration.METHODS)}, got {method!r}")
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         )
         if repetitions > 0:
             from hsc.study import threshold_study
-            from pipelines.analysis_hsc import leaf_probabilities
+            from pipelines.analyses.hsc import leaf_probabilities
 
             outputs = read_outputs(workspace, model, dataset)
             H = load_hierarchy(isa_file)

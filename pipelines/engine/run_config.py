@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
 from pipelines.errors import UserError
-from pipelines.inference import DEFAULT_CONFIDENCES, InferenceOptions
 
 KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc"}
 RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
@@ -169,7 +169,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     unknown_kappa = [c for c in confidences if c not in REGISTRY]
     if unknown_kappa:
         raise UserError(f"[inference] unknown confidences {unknown_kappa}; known: {', '.join(sorted(REGISTRY))}")
-    from pipelines.model_confidence import MODEL_CONFIDENCES
+    from pipelines.engine.model_confidence import MODEL_CONFIDENCES
 
     model_confidences = _typed(
         "[inference] model_confidences", inference.get("model_confidences", []), list, "a list of names"

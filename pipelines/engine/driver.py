@@ -23,10 +23,10 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.datasets import ImageDataset, ood_manifest_path
+from pipelines.data.datasets import ImageDataset, ood_manifest_path
+from pipelines.engine.inference import InferenceOptions, TaskResult, cluster_gpus, init_ray, run_inference
+from pipelines.engine.provenance import code_version, device_description, library_versions
 from pipelines.errors import UserError
-from pipelines.inference import InferenceOptions, TaskResult, cluster_gpus, init_ray, run_inference
-from pipelines.provenance import code_version, device_description, library_versions
 from pipelines.zoo import ModelSpec
 
 DB_NAME = "uebench.duckdb"

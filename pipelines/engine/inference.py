@@ -1,7 +1,7 @@
 """Inference: idempotent Ray tasks per (model, dataset, shard) over a decode-once crop cache.
 
 Scheduling (architecture.md §6): for every (dataset, shard) and every preprocessing signature, one *decode*
-task fills the uint8 crop cache (pipelines.decode_cache) and one *model* task per model of that signature
+task fills the uint8 crop cache (pipelines.engine.decode_cache) and one *model* task per model of that signature
 reads it, normalises on its device, runs the forward pass and writes the shard's Parquet output atomically.
 Only what is missing is scheduled: a shard whose output exists and validates is reported as
 ``skipped_existing``; a signature whose models are all done decodes nothing.
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.datasets import ImageDataset
-from pipelines.decode_cache import CacheEntry, build_entry, remove_entry
-from pipelines.outputs import shard_is_complete, shard_path, write_shard
+from pipelines.data.datasets import ImageDataset
+from pipelines.engine.decode_cache import CacheEntry, build_entry, remove_entry
+from pipelines.engine.outputs import shard_is_complete, shard_path, write_shard
 from pipelines.zoo import ModelSpec
 
 # log_msp: MSP's tie-free ranking key, used by C-OOD for MSP (cood.md §5); same exp pass as the others
@@ -53,7 +53,7 @@ class InferenceOptions:
     """How model tasks run. device: "auto" (CUDA when the task has a GPU, else CPU) | "cpu" | "cuda";
     amp: bf16 autocast on CUDA (logits stored in fp32); channels_last: NHWC memory format on CUDA;
     confidences: logit-based κ columns written by workers (cood.confidence names);
-    model_confidences: model-in-the-loop columns (pipelines.model_confidence: odin, msp_t2, mcd_neg_entropy,
+    model_confidences: model-in-the-loop columns (pipelines.engine.model_confidence: odin, msp_t2, mcd_neg_entropy,
     mcd_pred), computed per batch next to the forward pass; mc_passes / seed: MC-dropout passes and base seed
     (batch b of shard s uses seed + 1_000_003 · s + b, recorded in the shard metadata); drop_rate: timm
     models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout);
@@ -140,8 +140,8 @@ def _forward_all(
     while the device still runs the previous one (the model-in-the-loop columns synchronise per batch)."""
     import torch
 
-    from pipelines import model_confidence
-    from pipelines.preprocess import normalise
+    import pipelines.engine.model_confidence as model_confidence
+    from pipelines.data.preprocess import normalise
 
     batch_size = opts.batch_size
     outputs: list[torch.Tensor] = []  # on the device: no per-batch synchronisation unless a column needs it
@@ -186,7 +186,7 @@ def model_confidence_params(model, ms: ModelSpec, opts: InferenceOptions, device
     dropout sites it samples (module names with p, and functional-dropout p) for this model."""
     import torch
 
-    from pipelines import model_confidence
+    import pipelines.engine.model_confidence as model_confidence
 
     params: dict[str, dict] = {}
     if {"odin", "msp_t2"} & set(opts.model_confidences):
@@ -265,7 +265,7 @@ def model_task(
         import torch
 
         from cood.confidence import compute
-        from pipelines.provenance import code_version, library_versions
+        from pipelines.engine.provenance import code_version, library_versions
         from pipelines.zoo import build_model, weights_fingerprint
 
         if not _CODE_VERSION:

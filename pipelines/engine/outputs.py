@@ -147,7 +147,7 @@ def workspace_dataset(workspace: Path, kind: str, fallback: str) -> str:
     """The name of the workspace's one dataset of ``kind`` ("id" | "ood"), or ``fallback`` when it holds none
     or several. Datasets are the ``dataset=<name>`` folders under ``outputs/``; an OOD one has its split
     manifest at ``datasets/<name>/manifest.csv`` (e.g. the demo's ``imagenet-val-demo`` / ``imagenet21k-demo``)."""
-    from pipelines.datasets import ood_manifest_path
+    from pipelines.data.datasets import ood_manifest_path
 
     workspace = Path(workspace)
     names = {folder.name.removeprefix("dataset=") for folder in workspace.glob("outputs/model=*/dataset=*")}

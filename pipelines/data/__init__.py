@@ -1,0 +1,1 @@
+"""Image datasets, their listings and the exact eval preprocessing (decode + normalise)."""
