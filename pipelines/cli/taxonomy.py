@@ -43,7 +43,7 @@ def timm_synset_lists() -> dict[str, list[str]]:
 
 def use_repo_nltk_data() -> None:
     """Let nltk also search ``<repo>/.nltk_data`` (where scripts/install_wordnet.sh puts WordNet)."""
-    folder = Path(__file__).resolve().parents[1] / ".nltk_data"
+    folder = Path(__file__).resolve().parents[2] / ".nltk_data"
     if folder.is_dir():
         import nltk
 

@@ -15,7 +15,7 @@ def code_version() -> str:
         version = metadata.version("uebench")
     except metadata.PackageNotFoundError:
         version = "source"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
