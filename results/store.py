@@ -11,18 +11,24 @@ transaction, so re-ingesting the same outputs leaves identical table contents.
 
 Every connection also gets a ``samples`` view (a temporary view, rebuilt at each open, so it follows the
 workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
-``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns.
+``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns. The view lists the
+files it covers: a file whose Parquet footer cannot be read (a truncated or half-copied shard) is left out with
+a :class:`DamagedOutputWarning` naming it, so one damaged output never makes a query or the report fail.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from results import migrations, schema
 
@@ -35,6 +41,58 @@ _EMPTY_SAMPLES = (
     "CAST(NULL AS INTEGER) AS pred, CAST(NULL AS DOUBLE) AS msp, CAST(NULL AS VARCHAR) AS model, "
     "CAST(NULL AS VARCHAR) AS dataset WHERE false"
 )
+
+
+class DamagedOutputWarning(UserWarning):
+    """A Parquet output under ``<workspace>/outputs`` is unreadable and was left out of the ``samples`` view.
+
+    The message is one line naming the file and why it was skipped.
+    """
+
+
+# path -> ((size, mtime_ns), None when its footer reads, else the reason); avoids re-reading unchanged footers
+_FOOTER_CHECKS: dict[Path, tuple[tuple[int, int], str | None]] = {}
+
+
+def _footer_problem(path: Path) -> str | None:
+    """None when ``path``'s Parquet footer reads (schema and row groups), else a one-line reason.
+
+    Cached per (size, mtime): reopening a store over unchanged outputs only stats each file.
+    """
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    state = (stat.st_size, stat.st_mtime_ns)
+    cached = _FOOTER_CHECKS.get(path)
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    try:
+        pq.read_metadata(path)
+        problem = None
+    except (OSError, pa.ArrowException) as exc:
+        problem = f"{stat.st_size} bytes, not a readable Parquet file: {' '.join(str(exc).split())}"
+    _FOOTER_CHECKS[path] = (state, problem)
+    return problem
+
+
+def readable_outputs(outputs: Path) -> list[Path]:
+    """The Parquet files ``outputs/model=*/dataset=*/*.parquet`` whose footer reads, sorted.
+
+    Each damaged file (truncated, empty, not Parquet) is left out with one :class:`DamagedOutputWarning`
+    naming it (Python's default warning filter shows a repeated one once per process); never raises for a
+    damaged file.
+    """
+    readable = []
+    for path in sorted(Path(outputs).glob("model=*/dataset=*/*.parquet")):
+        if not path.is_file():
+            continue
+        problem = _footer_problem(path)
+        if problem is None:
+            readable.append(path)
+        else:
+            warnings.warn(f"skipping damaged output {path} ({problem})", DamagedOutputWarning, stacklevel=2)
+    return readable
 
 
 class StoreError(Exception):
@@ -76,8 +134,11 @@ class Store:
 
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, db_path: Path, read_only: bool = False) -> Store:
+    def open(cls, db_path: Path, read_only: bool = False, samples: bool = True) -> Store:
         """Open (and when writable, create or migrate) the database at ``db_path``.
+
+        samples: build the ``samples`` view (checks every output's footer); False for callers that only touch
+        tables (workspace housekeeping), so they neither read the outputs nor warn about damaged ones.
 
         Raises StoreError for a missing file in read-only mode, a file locked by another writer, a file that
         is not a DuckDB database, or a database written by a newer schema version.
@@ -93,13 +154,13 @@ class Store:
             raise StoreError(f"cannot open the results database {path}: {_one_line(exc)}") from None
         store = cls(con, path, read_only)
         try:
-            store._prepare()
+            store._prepare(samples)
         except BaseException:
             con.close()
             raise
         return store
 
-    def _prepare(self) -> None:
+    def _prepare(self, samples: bool = True) -> None:
         version = database_version(self._con)
         current = schema.SCHEMA_VERSION
         if version > current:
@@ -116,7 +177,8 @@ class Store:
                 )
         else:
             self._migrate(version, current)
-        self.refresh_samples_view()
+        if samples:
+            self.refresh_samples_view()
 
     def _migrate(self, version: int, current: int) -> None:
         for number in range(version + 1, current + 1):
@@ -143,13 +205,16 @@ class Store:
         return database_version(self._con)
 
     def refresh_samples_view(self) -> None:
-        """(Re)create the temporary ``samples`` view over the workspace's Parquet outputs."""
-        outputs = self.workspace / "outputs"
-        files = sorted(outputs.glob("model=*/dataset=*/*.parquet"))
+        """(Re)create the temporary ``samples`` view over the workspace's readable Parquet outputs.
+
+        The view lists the files (:func:`readable_outputs`); damaged ones are skipped with a
+        :class:`DamagedOutputWarning`. Empty view with the per-sample columns when no file is readable.
+        """
+        files = readable_outputs(self.workspace / "outputs")
         if files:
-            pattern = str(outputs / "model=*" / "dataset=*" / "*.parquet").replace("'", "''")
+            listed = ", ".join("'" + os.fspath(path).replace("'", "''") + "'" for path in files)
             body = (
-                f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+                f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, "
                 "hive_types = {'model': VARCHAR, 'dataset': VARCHAR})"
             )
         else:

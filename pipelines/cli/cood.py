@@ -33,6 +33,7 @@ from cood.export import export_benchmark
 from cood.imagenet21k import SplitManifest, read_manifest
 from pipelines.analyses.cood import analyse_cood
 from pipelines.data.datasets import ood_manifest_path
+from pipelines.engine.lifecycle import interrupted_note, open_workspace
 from pipelines.engine.outputs import Outputs, read_outputs, workspace_dataset
 from pipelines.engine.provenance import code_version
 from pipelines.errors import UserError
@@ -232,6 +233,9 @@ def register(app: typer.Typer) -> None:
         """Build the per-model C-OOD benchmark: severity levels, class lists, per-level metrics."""
         if window < 1 or levels < 2:
             raise UserError(f"--window must be >= 1 and --levels >= 2, got {window} and {levels}")
+        marked = open_workspace(workspace, "uebench cood build")
+        if marked:
+            typer.echo(interrupted_note(marked), err=True)
         tables, folder = build_benchmark(
             model,
             kappa,

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from pipelines.engine.lifecycle import interrupted_note, open_workspace
 from pipelines.engine.outputs import read_outputs, workspace_dataset
 from pipelines.errors import UserError
 
@@ -116,6 +117,9 @@ def register(app: typer.Typer) -> None:
         repetitions: int = typer.Option(0, "--repetitions", "-r", help="Also run the study over R splits."),
     ) -> None:
         """Calibrate a Climbing threshold for target accuracy 1 − α; print θ, test accuracy and coverage."""
+        marked = open_workspace(workspace, "uebench hsc calibrate")
+        if marked:
+            typer.echo(interrupted_note(marked), err=True)
         dataset = dataset or workspace_dataset(workspace, "id", "imagenet-val")
         summary = calibrate_model(workspace, model, dataset, alpha, delta, method, seed, n_cal, isa_file)
         console = Console()

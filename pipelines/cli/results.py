@@ -1,8 +1,17 @@
-"""``uebench sql``, ``uebench report`` and ``uebench import-reference``: the results database from the CLI."""
+"""``uebench sql``, ``uebench report`` and ``uebench import-reference``: the results database from the CLI.
+
+``sql`` and ``report`` first tidy the workspace when no run holds it
+(:func:`pipelines.engine.lifecycle.open_workspace`: runs left ``running`` by a dead driver become
+``interrupted``, stale temporary files go). A damaged Parquet output is left out of the ``samples`` view with one
+``warning:`` line naming it on stderr (:class:`results.store.DamagedOutputWarning`), never a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -19,6 +28,35 @@ def _database(workspace: Path, must_exist: bool = True) -> Path:
     if must_exist and not workspace.is_dir():
         raise UserError(f"workspace not found: {workspace} (set it with --workspace)")
     return database_path(workspace)
+
+
+def _open_workspace(workspace: Path, command: str) -> None:
+    """Housekeeping of ``workspace`` before reading it (skipped while a run holds it); notes marked runs."""
+    from pipelines.engine.lifecycle import interrupted_note, open_workspace
+
+    marked = open_workspace(workspace, command)
+    if marked:
+        typer.echo(interrupted_note(marked), err=True)
+
+
+@contextlib.contextmanager
+def _damaged_outputs_as_lines() -> Iterator[None]:
+    """Print each :class:`~results.store.DamagedOutputWarning` raised inside as one ``warning:`` line on stderr
+    (other warnings are shown as usual), also when the block raises."""
+    from results.store import DamagedOutputWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedOutputWarning)
+        try:
+            yield
+        finally:
+            shown: set[str] = set()
+            for item in caught:
+                if not issubclass(item.category, DamagedOutputWarning):
+                    warnings.showwarning(item.message, item.category, item.filename, item.lineno)
+                elif str(item.message) not in shown:  # each store opened inside warns again
+                    shown.add(str(item.message))
+                    typer.echo(f"warning: {' '.join(str(item.message).split())}", err=True)
 
 
 def sql(
@@ -57,7 +95,10 @@ def sql(
         text = results_sql.canned_query(name).sql
     else:
         text = query
-    frame = results_sql.run_query(_database(workspace), text)
+    db_path = _database(workspace)
+    _open_workspace(workspace, "uebench sql")
+    with _damaged_outputs_as_lines():
+        frame = results_sql.run_query(db_path, text)
     data = results_sql.render(frame, fmt)
     if output is not None:
         path = results_sql.write_output(data, output)
@@ -79,7 +120,10 @@ def report(
 
     if max_models < 1:
         raise UserError(f"--max-models must be >= 1, got {max_models}")
-    path = build_report(_database(workspace), output, max_models=max_models)
+    db_path = _database(workspace)
+    _open_workspace(workspace, "uebench report")
+    with _damaged_outputs_as_lines():
+        path = build_report(db_path, output, max_models=max_models)
     typer.echo(str(path))
 
 

@@ -18,10 +18,23 @@ def config_from_flags(
     ood_root: Path | None,
     ray_address: str | None,
     analyses: list[str] | None,
+    *,
+    per_class: int | None = None,
+    n_estimation: int | None = None,
+    window: int | None = None,
+    levels: int | None = None,
+    shards: int | None = None,
 ) -> dict[str, Any]:
     """``raw`` (a parsed config, or {}) with the command-line flags applied: ``--model`` (repeatable) replaces
     ``models``; ``--id`` / ``--ood`` replace the ID / OOD dataset (named imagenet-val / imagenet21k);
-    ``--ray-address`` sets ``[ray] address``; ``--analysis`` (repeatable) replaces ``analyses``."""
+    ``--ray-address`` sets ``[ray] address``; ``--analysis`` (repeatable) replaces ``analyses``;
+    ``--per-class`` / ``--n-estimation`` set ``per_class`` / ``n_estimation`` of every OOD dataset;
+    ``--window`` / ``--levels`` set ``[cood] window`` / ``levels``; ``--shards`` sets ``[inference] shards``.
+
+    Only the raw keys are written (None: flag not given); their values are checked by
+    :func:`pipelines.engine.run_config.parse_config`. Raises UserError when ``--per-class`` or
+    ``--n-estimation`` is given without an OOD dataset to apply it to.
+    """
     merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     if models:
         merged["models"] = list(models)
@@ -31,12 +44,27 @@ def config_from_flags(
             names = [n for n, t in datasets.items() if isinstance(t, dict) and t.get("kind") == kind]
             previous = datasets.pop(names[0]) if names else {}
             datasets[names[0] if names else default_name] = {**previous, "kind": kind, "root": str(root.resolve())}
+    ood_flags = (("per_class", per_class), ("n_estimation", n_estimation))
+    ood_keys = {key: value for key, value in ood_flags if value is not None}
+    if ood_keys:
+        ood_names = [n for n, t in datasets.items() if isinstance(t, dict) and t.get("kind") == "ood"]
+        if not ood_names:
+            flags = " and ".join(f"--{key.replace('_', '-')}" for key in ood_keys)
+            verb = "needs" if len(ood_keys) == 1 else "need"
+            raise UserError(f"{flags} {verb} an OOD dataset: give --ood DIR (or one of kind ood in the config)")
+        for name in ood_names:
+            datasets[name] = {**datasets[name], **ood_keys}
     if datasets:
         merged["datasets"] = datasets
     if ray_address:
         merged["ray"] = {**merged.get("ray", {}), "address": ray_address}
     if analyses:
         merged["analyses"] = list(analyses)
+    cood = {key: value for key, value in (("window", window), ("levels", levels)) if value is not None}
+    if cood:
+        merged["cood"] = {**merged.get("cood", {}), **cood}
+    if shards is not None:
+        merged["inference"] = {**merged.get("inference", {}), "shards": shards}
     return merged
 
 
@@ -56,19 +84,35 @@ def register(app: typer.Typer) -> None:
             None, "--analysis", "-a", help="Analysis to run (repeatable): selective, hsc, cood. Default: all."
         ),
         workspace: Path | None = typer.Option(None, "--workspace", "-w", help="Override the config's workspace."),
+        per_class: int | None = typer.Option(
+            None, "--per-class", help="OOD images sampled per class (classes with fewer are dropped; default 200)."
+        ),
+        n_estimation: int | None = typer.Option(
+            None, "--n-estimation", help="Of those, images that estimate class severity (default 150)."
+        ),
+        window: int | None = typer.Option(
+            None, "--window", help="C-OOD classes per severity level (default 1000; the demo: its 5 ID classes)."
+        ),
+        levels: int | None = typer.Option(None, "--levels", help="C-OOD severity levels (default 11)."),
+        shards: int | None = typer.Option(
+            None, "--shards", help="Inference shards per dataset (inference.shards in a config)."
+        ),
     ) -> None:
         """Run every model over every dataset (Ray, resumable), then every analysis, then ingest into DuckDB."""
         from pipelines.engine.run import run_from_config
         from pipelines.engine.run_config import load_config, load_raw, parse_config
 
         flags = (model, id_root, ood_root, ray_address, analysis)
+        numbers = {
+            "per_class": per_class, "n_estimation": n_estimation, "window": window, "levels": levels, "shards": shards
+        }
         if config is None and not (model and (id_root or ood_root)):
             raise UserError("give a CONFIG.toml, or at least --model SPEC and --id DIR (see `uebench run --help`)")
-        if config is not None and not any(flags):
+        if config is not None and not any(flags) and all(value is None for value in numbers.values()):
             run_config = load_config(config, workspace)
         else:
             raw = load_raw(config) if config is not None else {}
             base = config.resolve().parent if config is not None else Path.cwd()
-            run_config = parse_config(config_from_flags(raw, *flags), base, workspace)
+            run_config = parse_config(config_from_flags(raw, *flags, **numbers), base, workspace)
         context = run_from_config(run_config)
         context.console.print(f"workspace: {context.workspace}")
