@@ -12,7 +12,7 @@ Measured, printed, and written as JSON with ``--json``:
 - decode-only and forward-only images/s of the same models and images in this script, each with the engine's
   parallelism (2 processes, 1 torch thread each); target: end-to-end ≥ 0.85 × the smaller of the two;
 - peak decoded-crop bytes held: Ray object store bytes in use across the cluster + bytes on disk in the spill
-  folder + the workspace's decode cache, sampled together every 0.5 s (:class:`PeakSampler`); target: ≤ the
+  folder (the engine keeps no crops on disk), sampled together every 0.5 s (:class:`PeakSampler`); target: ≤ the
   configured budget (``--budget-mib``, default 1,024 MiB) and flat when the dataset doubles (``--scale 2``, and
   ``--compare`` the first run's JSON);
 - peak driver RSS (bytes), weight loads per model (target ≤ 1 per model per actor), Ray tasks scheduled.
@@ -57,7 +57,6 @@ MODELS = tuple(f"timm:{name}@random" for name in (
     "test_vit_relpos", "test_convnext", "test_vit4", "test_efficientnet", "test_convnext2",
 ))
 WORKERS = 2  # processes of the rate baselines = CPUs of the cluster (2 nodes × 1 CPU)
-CROP_DIRS = ("cache",)  # workspace folders whose bytes are decoded crops (pipelines/engine/decode_cache.py)
 WALL_TARGET_S = 20 * 60
 E2E_TARGET = 0.85  # of min(decode-only, forward-only)
 FLAT_TOLERANCE = 1.2  # "flat": peak crop bytes at double the data ≤ this × the first size's
@@ -466,12 +465,11 @@ def result_rows(m: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"≥ {E2E_TARGET} × {bound:,.1f} = {E2E_TARGET * bound:,.1f}", _verdict(m["e2e_img_s"] >= E2E_TARGET * bound)),
         ("  decode-only images/s (all signatures, 2 processes)", f"{m['decode_only_img_s']:,.1f}", "", ""),
         ("  forward-only images/s (all models, 2 processes × 1 thread)", f"{m['forward_only_img_s']:,.1f}", "", ""),
-        ("peak decoded-crop bytes held (store + spill + decode cache)", _mib(peaks["crops_held"]),
+        ("peak decoded-crop bytes held (object store + spill; no disk cache)", _mib(peaks["crops_held"]),
          f"≤ {_mib(budget)}", _verdict(peaks["crops_held"] <= budget)),
         ("  peak object store bytes (cluster; largest node)",
          f"{_mib(peaks['store'])}; {_mib(peaks['store_node'])}", "", ""),
-        ("  peak spill folder / decode cache / whole workspace bytes",
-         f"{_mib(peaks['spill'])} / {_mib(sum(peaks[name] for name in CROP_DIRS))} / {_mib(peaks['workspace'])}",
+        ("  peak spill folder / whole workspace bytes", f"{_mib(peaks['spill'])} / {_mib(peaks['workspace'])}",
          "", ""),
         ("  engine's own peak store bytes", _mib(engine["engine_peak_store_bytes"]), "", ""),
         ("peak driver RSS", _mib(peaks["driver_rss_max"]), "", ""),
@@ -561,8 +559,8 @@ def main() -> None:
         probe = store_probe()
         print(f"object store probe: ray.put of {_mib(probe['expected_bytes'])} read as {_mib(probe['measured_bytes'])} "
               f"after {probe['lag_s']} s", flush=True)
-        folders = {"spill": spill, **{name: workspace / name for name in CROP_DIRS}, "workspace": workspace}
-        with PeakSampler(folders, crop_folders=("spill", *CROP_DIRS)) as sampler:
+        folders = {"spill": spill, "workspace": workspace}
+        with PeakSampler(folders, crop_folders=("spill",)) as sampler:
             engine = run_engine(models, id_root, ood_root, ood_per_class, workspace, cluster.address, args.budget_mib)
         peaks = sampler.peaks
 

@@ -51,13 +51,14 @@ TABLES: dict[str, str] = {
             model_id VARCHAR NOT NULL,
             dataset VARCHAR NOT NULL,
             shard INTEGER NOT NULL,
-            status VARCHAR NOT NULL,            -- ok | skipped_existing | failed
+            status VARCHAR NOT NULL,            -- ok (computed) | reused (verified output) | failed
             error VARCHAR,
             n_samples BIGINT,
             n_bad_files BIGINT,
             seconds DOUBLE,
             attempts INTEGER,
             output_path VARCHAR,
+            reason VARCHAR,                     -- why a stored output was not reused (quarantined / inputs changed)
             PRIMARY KEY (run_id, model_id, dataset, shard)
         )""",
     "datasets": """

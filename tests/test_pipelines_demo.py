@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -66,9 +67,10 @@ def test_demo_writes_one_output_row_per_image(demo_workspace):
     }
     for ms in resolve_all(list(REDUCED_MODELS)):
         for dataset, expected in n_images.items():
-            files = list((demo_workspace / "outputs" / f"model={ms.model_id}" / f"dataset={dataset}").glob("*.parquet"))
-            assert len(files) == 1
-            table = pq.read_table(files[0])
+            folder = demo_workspace / "outputs" / f"model={ms.model_id}" / f"dataset={dataset}"
+            files = sorted(folder.glob("part-*.parquet"))
+            assert files and all(f.with_suffix(".json").is_file() for f in files)  # each shard with its manifest
+            table = pa.concat_tables([pq.read_table(f) for f in files])
             assert table.num_rows == expected
             assert {"sample_id", "label", "logits", "pred", "msp"} <= set(table.column_names)
             logits = np.asarray(table.column("logits").combine_chunks().flatten()).reshape(expected, -1)
@@ -109,7 +111,7 @@ def test_rerunning_the_demo_duplicates_nothing(demo_workspace):
             f"SELECT DISTINCT status, attempts FROM run_tasks WHERE run_id = '{context.run_id}'"
         )
         first_attempts = store.query("SELECT DISTINCT attempts FROM run_tasks WHERE status = 'ok'")
-    assert statuses.rows() == [("skipped_existing", 0)]  # nothing was scheduled again
+    assert statuses.rows() == [("reused", 0)]  # every output verified and reused, nothing scheduled again
     assert first_attempts["attempts"].to_list() == [1]  # the first run executed each task once
 
 

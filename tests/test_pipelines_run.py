@@ -1,9 +1,8 @@
-"""Ray inference at small scale: decode once, exactness, failures, bad files, resumption, 2-node clusters."""
+"""The run engine at small scale: decode once, exactness, failures, bad files, output identity, 2-node clusters."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,9 @@ import torch
 from PIL import Image
 
 from pipelines.data.datasets import imagenet1k_wnids, load_folder
-from pipelines.engine.inference import FAULT_ENV, InferenceOptions, init_ray, run_inference
+from pipelines.engine.inference import FAULT_ENV, InferenceOptions, init_ray
 from pipelines.engine.outputs import read_outputs
+from pipelines.engine.stream import EngineSettings, run_inference
 from pipelines.zoo import build_model, resolve_all
 
 SHARED_SIGNATURE = ("timm:test_vit@random", "timm:test_efficientnet@random", "timm:test_convnext@random")
@@ -50,12 +50,13 @@ def test_decode_once_and_logits_match_per_model_timm_transforms(tmp_path, local_
     dataset = load_folder("val", _make_images(tmp_path / "val"), "id")
     models = resolve_all(list(SHARED_SIGNATURE))
     assert len({m.preprocess.signature for m in models}) == 1
-    report = run_inference(models, [dataset], tmp_path / "ws", shard_size=5)
+    settings = EngineSettings(num_shards=2, model_actors=1)
+    report = run_inference(models, [dataset], tmp_path / "ws", settings=settings)
     assert [r.status for r in report.results] == ["ok"] * len(report.results)
     assert report.decoded == len(dataset)  # each image decoded exactly once for three models
-    assert [r.attempts for r in report.results] == [1] * len(report.results)
-    assert not list((tmp_path / "ws").glob(".attempts-*"))  # the attempt log is removed at the end
-    assert not list((tmp_path / "ws" / "cache").rglob("shard-*"))  # every model succeeded: the crops are freed
+    assert report.weight_loads == {ms.model_id: 1 for ms in models}  # one actor holds all three, loaded once
+    assert report.signatures == 1
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == ["outputs"]  # no cache, no temp folders
     for ms in models:
         out = read_outputs(tmp_path / "ws", ms.model_id, "val")
         assert out.sample_ids == list(dataset.sample_ids)
@@ -78,35 +79,22 @@ def test_failing_model_truncated_jpeg_and_rerun(tmp_path, local_ray):
     dataset = load_folder("val", root, "id")
     # pretrained timm weights cannot be fetched offline (HF_HUB_OFFLINE=1 in conftest): that model must fail alone
     models = resolve_all(["timm:test_vit@random", "timm:test_vit.r160_in1k"])
-    report = run_inference(models, [dataset], tmp_path / "ws", shard_size=100)
+    report = run_inference(models, [dataset], tmp_path / "ws", settings=EngineSettings(num_shards=1))
     by_model = {r.model_id: r for r in report.results}
     good, bad = by_model["timm-test_vit-random"], by_model["timm-test_vit.r160_in1k"]
     assert good.status == "ok" and good.n_samples == len(dataset) - 1
     assert bad.status == "failed" and "pretrained weights" in bad.error
-    assert good.attempts == bad.attempts == 1  # a model's own error is not retried
     assert [sid for sid, _ in good.bad_files] == [f"{WNIDS[1]}/img_2.jpg"]
     out = read_outputs(tmp_path / "ws", good.model_id, "val")
     assert f"{WNIDS[1]}/img_2.jpg" not in out.sample_ids and len(out) == len(dataset) - 1
-    # a model of the shard failed: its crops stay cached for the rerun (the signature is shared by both)
-    assert len(list((tmp_path / "ws" / "cache").rglob("shard-*.json"))) == 1
 
-    again = run_inference(models[:1], [dataset], tmp_path / "ws", shard_size=100)
-    assert [r.status for r in again.results] == ["skipped_existing"] and again.decoded == 0
-    assert again.results[0].attempts == 0
-
-
-def test_attempt_log_counts_each_execution(tmp_path):
-    from pipelines.engine.inference import attempts_made, record_attempt
-
-    assert attempts_made(tmp_path, "m", "val", 0) == 0
-    assert [record_attempt(tmp_path, "m", "val", 0) for _ in range(3)] == [1, 2, 3]
-    assert attempts_made(tmp_path, "m", "val", 0) == 3
-    assert attempts_made(tmp_path, "m", "val", 1) == attempts_made(tmp_path, "other", "val", 0) == 0
-    assert record_attempt(tmp_path / "gone", "m", "val", 0) is None  # never fails the task
+    again = run_inference(models[:1], [dataset], tmp_path / "ws", settings=EngineSettings(num_shards=1))
+    assert [r.status for r in again.results] == ["reused"] and again.decoded == 0
+    assert again.results[0].bad_files == good.bad_files  # the manifest keeps the shard's bad files
 
 
 def test_oom_halves_the_batch():
-    from pipelines.engine.inference import _forward_all
+    from pipelines.engine.inference import forward_all
 
     (ms,) = resolve_all(["timm:test_vit@random"])
     model = build_model(ms)
@@ -119,12 +107,13 @@ def test_oom_halves_the_batch():
         return model(x)
 
     crops = np.zeros((5, 160, 160, 3), np.uint8)
-    logits, extra, batch = _forward_all(flaky, crops, ms, InferenceOptions(batch_size=8), "cpu")
+    flaky.parameters = model.parameters  # forward_all reads the device from the model's parameters
+    logits, extra, batch = forward_all(flaky, crops, ms, InferenceOptions(batch_size=8))
     assert logits.shape == (5, 1000) and batch == 2 and extra == {}
     assert calls[:3] == [5, 4, 2]
 
 
-def _local_reference(tmp_path: Path, per_class: int, shard_size: int):
+def _local_reference(tmp_path: Path, per_class: int, num_shards: int):
     """(dataset, models, report) of a plain local run into ``tmp_path / "local"``, the reference for cluster runs."""
     dataset = load_folder("val", _make_images(tmp_path / "val", per_class=per_class), "id")
     models = resolve_all(list(SHARED_SIGNATURE[:2]))
@@ -132,7 +121,7 @@ def _local_reference(tmp_path: Path, per_class: int, shard_size: int):
 
     ray.shutdown()
     init_ray(num_cpus=2)
-    local = run_inference(models, [dataset], tmp_path / "local", shard_size=shard_size)
+    local = run_inference(models, [dataset], tmp_path / "local", settings=EngineSettings(num_shards=num_shards))
     ray.shutdown()
     return dataset, models, local
 
@@ -151,7 +140,7 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    dataset, models, local = _local_reference(tmp_path, per_class=3, shard_size=4)
+    dataset, models, local = _local_reference(tmp_path, per_class=3, num_shards=3)
 
     marker = tmp_path / "killed-once"
     os.environ[FAULT_ENV] = str(marker)
@@ -159,14 +148,16 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
     cluster.add_node(num_cpus=1)
     try:
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        remote = run_inference(models, [dataset], tmp_path / "cluster", shard_size=4)
+        remote = run_inference(
+            models, [dataset], tmp_path / "cluster", settings=EngineSettings(num_shards=3, model_actors=2)
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()
         os.environ.pop(FAULT_ENV)
-    assert marker.exists()  # one worker really died mid-task and the task was retried
-    assert sorted(r.attempts for r in remote.results) == [1] * (len(remote.results) - 1) + [2]
+    assert marker.exists()  # one model actor really died while loading and was restarted
     assert sorted(r.status for r in remote.results) == sorted(r.status for r in local.results)
+    assert all(count <= 3 for count in remote.weight_loads.values())  # 2 actors + the restarted one
     _assert_same_outputs(tmp_path / "local", tmp_path / "cluster", models)  # complete, no duplicates
     for ms in models:
         files = sorted((tmp_path / "cluster" / "outputs" / f"model={ms.model_id}" / "dataset=val").glob("*.parquet"))
@@ -177,45 +168,36 @@ def test_two_node_cluster_matches_local_and_survives_a_killed_worker(tmp_path):
 def test_removing_a_node_mid_run_then_rerunning_completes_without_duplicates(tmp_path):
     """A worker node disappears while tasks run: Ray retries them elsewhere (or they are recorded as failed),
     and a rerun fills whatever is missing; every output is complete, exactly once, and equal to a local run."""
-    import threading
 
     import ray
     from ray.cluster_utils import Cluster
 
-    dataset, models, local = _local_reference(tmp_path, per_class=4, shard_size=2)
+    dataset, models, local = _local_reference(tmp_path, per_class=4, num_shards=3)
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=2)
     workspace = tmp_path / "cluster"
-    outcome: dict[str, object] = {}
+    removed_at: list[int] = []
+
+    def remove_after_first_block(stage: str, done: int, total: int) -> None:
+        if 0 < done < total and not removed_at:  # mid-run: some rows are in, others are not
+            cluster.remove_node(worker, allow_graceful=False)
+            removed_at.append(done)
+
     try:
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-
-        def run() -> None:
-            try:
-                outcome["report"] = run_inference(models, [dataset], workspace, shard_size=2)
-            except Exception as exc:  # the assertion below shows it
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        outputs = workspace / "outputs"
-        deadline = time.monotonic() + 120
-        while not list(outputs.rglob("*.parquet")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cluster.remove_node(worker, allow_graceful=False)  # mid-run: some shards are done, others are not
-        done_at_removal = len(list(outputs.rglob("*.parquet")))
-        thread.join(timeout=300)
-        assert not thread.is_alive(), "the run did not finish after the node was removed"
-        assert "error" not in outcome, outcome.get("error")
-        again = run_inference(models, [dataset], workspace, shard_size=2)
-        assert all(r.status in ("ok", "skipped_existing") for r in again.results)
+        first = run_inference(
+            models, [dataset], workspace, settings=EngineSettings(num_shards=3), on_progress=remove_after_first_block
+        )
+        assert removed_at, "the node was never removed mid-run"
+        assert {r.status for r in first.results} <= {"ok", "failed"}
+        again = run_inference(models, [dataset], workspace, settings=EngineSettings(num_shards=3))
+        assert all(r.status in ("ok", "reused") for r in again.results)
     finally:
         ray.shutdown()
         cluster.shutdown()
     _assert_same_outputs(tmp_path / "local", workspace, models)
     assert len(local.results) == len(again.results)
-    assert 0 < done_at_removal < len(local.results)  # the node really went away mid-run
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
             24, min=2, help="Augmented images generated per class (more = slower, smoother metrics)."
         ),
         seed: int = typer.Option(0, help="Seed of the augmentations and of every random split."),
-    ) -> None:
+    ) -> int:
         """Run the whole pipeline offline on real pretrained weights and real photographs (< 3 min on 2 cores)."""
         from pipelines.demo import run_demo
+        from pipelines.engine.lifecycle import exit_code_for
 
-        run_demo(workspace, images_per_class=images_per_class, seed=seed)
+        return exit_code_for(run_demo(workspace, images_per_class=images_per_class, seed=seed).status)

@@ -97,10 +97,16 @@ def register(app: typer.Typer) -> None:
         shards: int | None = typer.Option(
             None, "--shards", help="Inference shards per dataset (inference.shards in a config)."
         ),
-    ) -> None:
-        """Run every model over every dataset (Ray, resumable), then every analysis, then ingest into DuckDB."""
+    ) -> int:
+        """Run every model over every dataset (Ray, resumable), then every analysis, then ingest into DuckDB.
+
+        Exit code: 0 ok, 3 some models or analyses failed (the others' results are stored), 1 every model
+        failed, 2 bad input or a busy workspace, 130 interrupted (docs/engine.md)."""
+        from pipelines.engine.driver import DB_NAME
+        from pipelines.engine.lifecycle import exit_code_for
         from pipelines.engine.run import run_from_config
         from pipelines.engine.run_config import load_config, load_raw, parse_config
+        from pipelines.engine.summary import print_summary
 
         flags = (model, id_root, ood_root, ray_address, analysis)
         numbers = {
@@ -115,4 +121,16 @@ def register(app: typer.Typer) -> None:
             base = config.resolve().parent if config is not None else Path.cwd()
             run_config = parse_config(config_from_flags(raw, *flags, **numbers), base, workspace)
         context = run_from_config(run_config)
+        ids = context.id_datasets()
+        if context.status != "failed" and ids:
+            models = [m.model_id for m in context.models]
+            print_summary(context.console, context.workspace / DB_NAME, ids[0].name, models)
         context.console.print(f"workspace: {context.workspace}")
+        context.console.print(f"  database: {context.workspace / DB_NAME}")
+        context.console.print(f"  log:      {context.workspace / 'logs' / (context.run_id + '.log')}")
+        if context.status != "ok":
+            context.console.print(
+                f"run {context.run_id} {context.status}: see run_tasks (uebench sql \"SELECT * FROM run_tasks "
+                f"WHERE run_id = '{context.run_id}' AND status = 'failed'\") and the log"
+            )
+        return exit_code_for(context.status)

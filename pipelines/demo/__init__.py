@@ -17,98 +17,17 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
-from rich.table import Table
 
 import pipelines.analyses as analyses
 from pipelines.data.datasets import load_folder, load_ood_split
 from pipelines.demo.data import ID_DATASET, OOD_DATASET, build_demo_data
 from pipelines.engine.driver import DB_NAME, RunContext, ensure_workspace, execute
+from pipelines.engine.summary import print_summary
 from pipelines.zoo import resolve_all
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
 DEMO_ANALYSES = ("selective", "cood", "hsc")
 DEMO_HSC_REPETITIONS = 200  # threshold-study splits (the full default is 1000)
-DEMO_ALPHA = 0.1  # target error of the calibrated Climbing threshold shown in the summary
-
-
-def _results_table(db_path: Path) -> Table:
-    from results.store import Store
-
-    with Store.open(db_path, read_only=True) as store:
-        rows = store.query(
-            "SELECT model_id, n, accuracy, auroc, aurc, augrc, ece15 FROM selective_metrics "
-            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = 'all' ORDER BY model_id"
-        )
-    table = Table(title="selective prediction on the demo ImageNet val (κ = MSP, no temperature scaling)")
-    for column in ("model", "images", "top-1 %", "AUROC", "AURC", "AUGRC", "ECE15"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows.iter_rows(named=True):
-        table.add_row(
-            row["model_id"], str(row["n"]), f"{100 * row['accuracy']:.1f}",
-            *(f"{row[c]:.4f}" if row[c] is not None else "–" for c in ("auroc", "aurc", "augrc", "ece15")),
-        )
-    return table
-
-
-def _hsc_table(db_path: Path) -> Table:
-    from results.store import Store
-
-    with Store.open(db_path, read_only=True) as store:
-        rules = store.query(
-            "SELECT model_id, rule, haurc, gain FROM hsc_rules "
-            "WHERE risk_type = '01' AND NOT temperature_scaled ORDER BY model_id, rule"
-        )
-        conformal = store.query(
-            f"SELECT model_id, theta_mean, accuracy_mean, coverage_mean, violation_rate, repetitions "
-            f"FROM hsc_calibration WHERE method = 'conformal' AND alpha = {DEMO_ALPHA} ORDER BY model_id"
-        )
-    table = Table(
-        title=f"hierarchical selective classification (0/1 hAURC ×1000, Climbing threshold by conformal, "
-        f"α = {DEMO_ALPHA}: mean over splits)"
-    )
-    rule_names = sorted(set(rules["rule"].to_list()), key=["selective", "climbing", "max_coverage", "jumping"].index)
-    for column in ("model", *rule_names, "θ̂", "test hier. acc %", "coverage %", "P(acc < 90%)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    by_model = {row["model_id"]: row for row in conformal.iter_rows(named=True)}
-    for model_id in sorted(set(rules["model_id"].to_list())):
-        haurc = {r["rule"]: r for r in rules.filter(pl.col("model_id") == model_id).iter_rows(named=True)}
-        study = by_model.get(model_id)
-        cells = [
-            f"{1000 * haurc[rule]['haurc']:.1f}" + ("" if rule == "selective" else f" ({haurc[rule]['gain']:+.0f}%)")
-            for rule in rule_names
-        ]
-        if study is None:
-            cells += ["–"] * 4
-        else:
-            cells += [
-                f"{study['theta_mean']:.3f}",
-                f"{100 * study['accuracy_mean']:.1f}",
-                f"{100 * study['coverage_mean']:.1f}",
-                f"{study['violation_rate']:.2f}",
-            ]
-        table.add_row(model_id, *cells)
-    return table
-
-
-def _cood_table(db_path: Path) -> Table:
-    from results.store import Store
-
-    with Store.open(db_path, read_only=True) as store:
-        levels = store.query(
-            "SELECT model_id, level, ood_auroc FROM cood_levels WHERE kappa = 'msp' ORDER BY model_id, level"
-        )
-    num_levels = int(levels["level"].max()) + 1 if levels.height else 0
-    table = Table(title="C-OOD detection AUROC per severity level (κ = MSP; level 0 = easiest for that model)")
-    table.add_column("model")
-    for level in range(num_levels):
-        table.add_column(str(level), justify="right")
-    for model_id in sorted(set(levels["model_id"].to_list())):
-        by_level = dict(levels.filter(pl.col("model_id") == model_id).select("level", "ood_auroc").iter_rows())
-        table.add_row(
-            model_id,
-            *(f"{by_level[lv]:.2f}" if by_level.get(lv) is not None else "–" for lv in range(num_levels)),
-        )
-    return table
 
 
 def run_demo(
@@ -150,9 +69,7 @@ def run_demo(
     from results.report import build_report
 
     db_path = workspace / DB_NAME
-    console.print(_results_table(db_path))
-    console.print(_cood_table(db_path))
-    console.print(_hsc_table(db_path))
+    print_summary(console, db_path, "the demo ImageNet val")
     with console.status("writing the HTML report"):
         report = build_report(workspace)
     console.print(f"workspace: {workspace}")

@@ -1,16 +1,20 @@
 """The driver: inference over (models × datasets), then the analyses, then ingestion into DuckDB.
 
-Only this process opens the results database (DuckDB allows one writer); Ray workers write Parquet. Every
-table is ingested idempotently per natural key, so rerunning the same run over the same outputs leaves the
-database unchanged.
+Only this process writes the workspace: the Parquet outputs (streamed to it by the Ray Data pipeline,
+pipelines.engine.stream), the database (DuckDB allows one writer) and the run log. It holds the workspace lock
+for the whole run (pipelines.engine.lifecycle). Every table is ingested idempotently per natural key, so
+rerunning the same run over the same outputs leaves the database unchanged. Progress goes to the console and to
+``<workspace>/logs/<run_id>.log``: a line per stage at least every 30 s, whatever the terminal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -21,11 +25,12 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipelines.data.datasets import ImageDataset, ood_manifest_path
-from pipelines.engine.inference import InferenceOptions, TaskResult, cluster_gpus, init_ray, run_inference
+from pipelines.engine.inference import InferenceOptions, InferenceReport, cluster_gpus, init_ray
+from pipelines.engine.lifecycle import WorkspaceLock, interrupted_note, mark_interrupted_runs, remove_stale_temp
 from pipelines.engine.provenance import code_version, device_description, library_versions
+from pipelines.engine.stream import EngineSettings, Plan, run_inference
 from pipelines.errors import UserError
 from pipelines.zoo import ModelSpec
 
@@ -51,6 +56,8 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     console: Console = field(default_factory=Console)
     on_model_done: Callable[[str], None] | None = None  # progress: an analysis finished this model
+    status: str = "running"  # ok | partial | failed | interrupted once the run is over
+    inference: InferenceReport | None = None
 
     def id_datasets(self) -> list[ImageDataset]:
         return [d for d in self.datasets if d.kind == "id"]
@@ -91,8 +98,10 @@ def _manifest_sha256(workspace: Path, dataset: ImageDataset) -> str | None:
 
 
 def _frames_from_inference(
-    workspace: Path, run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], results: list[TaskResult]
+    workspace: Path, run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], report: InferenceReport
 ) -> dict[str, pl.DataFrame]:
+    results = report.results
+    reasons = {(m, d, s): why for m, d, s, why in report.recomputed if s >= 0}
     info = {r.model_id: r.model_info for r in results if r.model_info}
     model_rows = []
     for ms in models:
@@ -109,6 +118,7 @@ def _frames_from_inference(
             "run_id": run_id, "model_id": r.model_id, "dataset": r.dataset, "shard": r.shard, "status": r.status,
             "error": r.error, "n_samples": r.n_samples, "n_bad_files": len(r.bad_files), "seconds": r.seconds,
             "attempts": r.attempts, "output_path": r.output_path,
+            "reason": reasons.get((r.model_id, r.dataset, r.shard)),
         }
         for r in results
     ]
@@ -132,11 +142,60 @@ def _frames_from_inference(
     return frames
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"), console=console, transient=False,
-    )
+class RunLog:
+    """Progress of a run on the console and in ``<workspace>/logs/<run_id>.log``.
+
+    :meth:`progress` prints a stage's line when it starts, ends, or 10 s after its last line; a heartbeat thread
+    repeats the current stage every 30 s when nothing arrives (model actors still loading, a slow block), so a
+    log file always shows the run is alive.
+    """
+
+    EVERY_S = 10.0
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, path: Path, console: Console) -> None:
+        self.console = console
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1)
+        self._lock = threading.Lock()
+        self._stage: tuple[str, int, int, float] | None = None
+        self._last_line = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, daemon=True)
+        self._thread.start()
+
+    def line(self, message: str, style: str | None = None) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+        with self._lock:
+            self._file.write(f"{stamp} {message}\n")
+            self.console.print(f"[{style}]{message}[/{style}]" if style else message, highlight=False)
+            self._last_line = time.monotonic()
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        previous = self._stage
+        started = previous[3] if previous and previous[0] == stage else now
+        self._stage = (stage, done, total, started)
+        if previous is None or previous[0] != stage or done >= total or now - self._last_line >= self.EVERY_S:
+            self.line(self._describe(stage, done, total, started, now))
+
+    @staticmethod
+    def _describe(stage: str, done: int, total: int, started: float, now: float) -> str:
+        elapsed = now - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f" · ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ""
+        return f"{stage}: {done}/{total} · {rate:.1f}/s · {elapsed:.0f} s{eta}"
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(1.0):
+            stage = self._stage
+            if stage and stage[1] < stage[2] and time.monotonic() - self._last_line >= self.HEARTBEAT_S:
+                self.line(self._describe(*stage, time.monotonic()) + " (working)")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._file.close()
 
 
 def execute(
@@ -148,115 +207,184 @@ def execute(
     options: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     inference: InferenceOptions | None = None,
-    shard_size: int = 10_000,
-    gpus_per_task: float | None = None,
-    cpus_per_task: int = 1,
+    settings: EngineSettings | None = None,
     ray_address: str | None = None,
     num_cpus: int | None = None,
     console: Console | None = None,
+    command: str = "uebench run",
 ) -> RunContext:
     """Run inference for every (model, dataset), then each analysis, ingesting everything; returns the context.
 
-    A model that fails is recorded in ``run_tasks`` (status ``failed``) and left out of the analyses; the run's
-    status is ``ok``, ``partial`` (some tasks failed) or ``failed`` (all failed). ``gpus_per_task`` None: one
-    GPU per model task when the Ray cluster has GPUs (and ``inference.device`` is not "cpu"), else none.
+    Holds the workspace lock throughout (a second run gets a one-line UserError naming the holder); marks runs a
+    killed driver left ``running`` as ``interrupted`` and removes their temporary files first. A model that fails
+    is recorded in ``run_tasks`` (status ``failed``) and left out of the analyses; the run's status is ``ok``,
+    ``partial`` (some tasks or analyses failed) or ``failed`` (every model failed), set on the returned context.
+    Ctrl-C marks the run ``interrupted``, disconnects from Ray (which cancels this driver's Ray work) and re-raises
+    KeyboardInterrupt. ``settings.gpus_per_actor`` None-like 0 with GPUs in the cluster: one GPU per model actor
+    unless ``inference.device`` is "cpu".
     """
     from results.store import Store
 
     console = console or Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes: no truncation
     workspace = ensure_workspace(workspace)
     run_id = new_run_id()
+    inference = inference or InferenceOptions()
+    settings = settings or EngineSettings(cpus_per_actor=inference.threads)
+    db_path = workspace / DB_NAME
+    with WorkspaceLock.acquire(workspace, run_id, command):
+        marked = mark_interrupted_runs(db_path, by=command)
+        if marked:
+            console.print(interrupted_note(marked))
+        remove_stale_temp(workspace, min_age_s=0)  # the lock is ours: every temporary file is a dead run's
+        log = RunLog(workspace / "logs" / f"{run_id}.log", console)
+        run_row: dict[str, Any] = {}
+        try:
+            return _execute_locked(
+                models, datasets, workspace, analyses, run_id, run_row, log, options or {}, config or {},
+                inference, settings, ray_address, num_cpus,
+            )
+        except KeyboardInterrupt:
+            if run_row:
+                run_row.update(finished_at=_now(), status="interrupted", error="interrupted (Ctrl-C)")
+                with Store.open(db_path, samples=False) as store:
+                    store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
+            log.line(f"run {run_id} interrupted; stopping the Ray work", style="yellow")
+            _disconnect_ray()
+            raise
+        except BaseException as exc:
+            if run_row:
+                run_row.update(finished_at=_now(), status="failed", error=f"{type(exc).__name__}: {exc}")
+                with Store.open(db_path, samples=False) as store:
+                    store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
+            raise
+        finally:
+            log.close()
+
+
+def _disconnect_ray() -> None:
+    """Disconnect this driver from Ray: its tasks and actors are cancelled (they belong to this job)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _execute_locked(
+    models: list[ModelSpec],
+    datasets: list[ImageDataset],
+    workspace: Path,
+    analyses: list[tuple[str, Analysis]],
+    run_id: str,
+    run_row: dict[str, Any],
+    log: RunLog,
+    options: dict[str, Any],
+    config: dict[str, Any],
+    inference: InferenceOptions,
+    settings: EngineSettings,
+    ray_address: str | None,
+    num_cpus: int | None,
+) -> RunContext:
+    from results.store import Store
+
+    console = log.console
     started = _now()
-    inference = inference or InferenceOptions(threads=cpus_per_task)
-    with console.status("starting Ray"):
-        init_ray(ray_address, num_cpus)
-    if gpus_per_task is None:
-        gpus_per_task = 1.0 if inference.device != "cpu" and cluster_gpus() > 0 else 0.0
-    run_row = {
+    log.line(f"run {run_id}: {len(models)} models × {len(datasets)} datasets; log {log._file.name}")
+    log.line("starting Ray" if not ray_address else f"connecting to Ray at {ray_address}")
+    init_ray(ray_address, num_cpus)
+    if settings.gpus_per_actor == 0 and inference.device != "cpu" and cluster_gpus() > 0:
+        settings = dataclasses.replace(settings, gpus_per_actor=1.0)
+    run_row.update({
         "run_id": run_id, "started_at": started, "finished_at": None, "status": "running", "error": None,
         "code_version": code_version(), "torch_version": library_versions()["torch"],
         "timm_version": library_versions()["timm"],
-        "device": device_description("cuda" if gpus_per_task > 0 else "cpu"),
+        "device": device_description("cuda" if settings.gpus_per_actor > 0 else "cpu"),
         "precision": inference.precision(),
-        "config": json.dumps({**(config or {}), "libraries": library_versions()}, default=str, sort_keys=True),
-    }
+        "config": json.dumps(
+            {**config, "engine": dataclasses.asdict(settings), "libraries": library_versions()},
+            default=str, sort_keys=True,
+        ),
+    })
     t0 = time.perf_counter()
     db_path = workspace / DB_NAME
-    with Store.open(db_path) as store:
+    with Store.open(db_path, samples=False) as store:
         store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
-    with _progress(console) as progress:
-        bar = progress.add_task("inference", total=None, note="")
-        tasks_done: dict[str, int] = dict.fromkeys((m.model_id for m in models), 0)
-        t_inf = time.perf_counter()
 
-        def on_result(result: TaskResult, done: int, total: int, images: int) -> None:
-            if result.status == "failed":
-                console.print(f"[red]failed[/red] {result.model_id} on {result.dataset}: {result.error}")
-            tasks_done[result.model_id] += 1
-            elapsed = time.perf_counter() - t_inf
-            rate = images / elapsed if elapsed > 0 else 0.0
-            eta = elapsed / done * (total - done) if done else 0.0
-            finished = sum(count == total // len(models) for count in tasks_done.values())
-            note = f"models {finished}/{len(models)} · {rate:.1f} img/s · ETA {eta:.0f} s"
-            progress.update(bar, total=total, completed=done, note=note)
+    def on_plan(plan: Plan) -> None:
+        reused = sum(r.status == "reused" for r in plan.results)
+        todo = sum(len(shards) for shards in plan.todo.values())
+        log.line(f"outputs: {reused} verified and reused, {todo} to compute")
+        for model_id, dataset, shard, why in plan.recomputed:
+            where = f"shard {shard}" if shard >= 0 else "stale file"
+            log.line(f"recomputing {model_id} on {dataset} {where}: {why}", style="yellow")
 
-        report = run_inference(
-            models, datasets, workspace, options=inference, shard_size=shard_size, cpus_per_task=cpus_per_task,
-            gpus_per_task=gpus_per_task, on_result=on_result,
-        )
+    report = run_inference(
+        models, datasets, workspace, options=inference, settings=settings, run_id=run_id,
+        on_progress=lambda stage, done, total: log.progress(f"inference {stage}", done, total), on_plan=on_plan,
+    )
     results = report.results
-    images = sum(r.n_samples for r in results)
-    console.print(
-        f"inference: {len(results)} tasks, {images} images through models, {report.decoded} images decoded, "
+    for r in results:
+        if r.status == "failed":
+            log.line(f"failed {r.model_id} on {r.dataset} shard {r.shard}: {r.error}", style="red")
+    images = sum(r.n_samples for r in results if r.status == "ok")
+    bad = {(r.dataset, sid) for r in results for sid, _ in r.bad_files}
+    log.line(
+        f"inference: {len(results)} (model, dataset, shard) outputs ({sum(r.status == 'reused' for r in results)} "
+        f"reused), {images} rows computed, {report.decoded} images decoded, {len(bad)} bad files, "
         f"in {time.perf_counter() - t0:.1f} s"
     )
 
     failed_models = {r.model_id for r in results if r.status == "failed"}
     context = RunContext(
         workspace=workspace, run_id=run_id, models=[m for m in models if m.model_id not in failed_models],
-        datasets=datasets, options=options or {}, console=console,
+        datasets=datasets, options=options, console=console, inference=report,
     )
-    frames = _frames_from_inference(workspace, run_id, models, datasets, results)
-    with Store.open(db_path) as store:
+    frames = _frames_from_inference(workspace, run_id, models, datasets, report)
+    with Store.open(db_path, samples=False) as store:
         for table, frame in frames.items():
             store.ingest(table, frame)
     errors = []
-    for name, analysis in analyses:
+    for name, analysis in analyses if context.models else []:
         t1 = time.perf_counter()
-        with _progress(console) as progress, warnings.catch_warnings(record=True) as caught:
+        done = [0]
+        log.progress(f"analysis {name}", 0, len(context.models))
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            bar = progress.add_task(f"analysis {name}", total=len(context.models), note="")
-            context.on_model_done = lambda model_id, bar=bar, progress=progress: progress.update(
-                bar, advance=1, note=model_id
-            )
+
+            def model_done(model_id: str, name: str = name, done: list[int] = done) -> None:
+                done[0] += 1
+                log.progress(f"analysis {name} (last: {model_id})", done[0], len(context.models))
+
+            context.on_model_done = model_done
             try:
                 produced = analysis(context)
             except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
                 message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
                 errors.append(f"{name}: {message}")
-                console.print(f"[red]analysis {name} failed:[/red] {message}")
+                log.line(f"analysis {name} failed: {message}", style="red")
                 continue
             finally:
                 context.on_model_done = None
         for message in sorted({str(w.message) for w in caught if not issubclass(w.category, ModelAnalysisFailed)}):
-            console.print(f"[yellow]note[/yellow] ({name}): {message}")
+            log.line(f"note ({name}): {message}", style="yellow")
         for warning in caught:
             if issubclass(warning.category, ModelAnalysisFailed):
                 errors.append(f"{name}: {warning.message}")
-                console.print(f"[red]analysis {name} failed for[/red] {warning.message}")
+                log.line(f"analysis {name} failed for {warning.message}", style="red")
         try:
-            with Store.open(db_path) as store:
+            with Store.open(db_path, samples=False) as store:
                 store.ingest_frames(produced)  # one transaction: all of an analysis's tables or none
         except Exception as exc:
             errors.append(f"{name}: ingest failed: {type(exc).__name__}: {exc}")
-            console.print(f"[red]analysis {name}: ingest failed:[/red] {exc}")
+            log.line(f"analysis {name}: ingest failed: {exc}", style="red")
             continue
-        console.print(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
+        log.line(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
     status = "ok"
     if failed_models or errors:
         status = "failed" if len(failed_models) == len(models) else "partial"
     failures = [f"{r.model_id}/{r.dataset}: {r.error}" for r in results if r.status == "failed"] + errors
     run_row.update(finished_at=_now(), status=status, error="; ".join(failures) or None)
-    with Store.open(db_path) as store:
+    with Store.open(db_path, samples=False) as store:
         store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
+    context.status = status
+    log.line(f"run {run_id}: {status} in {time.perf_counter() - t0:.1f} s")
     return context

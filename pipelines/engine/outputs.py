@@ -7,7 +7,8 @@ Layout (architecture.md §5)::
 Columns: ``sample_id`` (path relative to the dataset root), ``label`` (ImageNet-1k index, or OOD class index),
 ``logits`` (fixed-size float32 list), ``pred``, and one float64 column per confidence function (``msp``,
 ``neg_entropy``, ``max_logit``, ``energy``, …). A file exists only once it is complete: it is written to a
-temporary name in the same folder and renamed.
+temporary name in the same folder and renamed; its manifest ``part-<shard>.json`` (pipelines.engine.identity)
+is written after it and says what produced it.
 """
 
 from __future__ import annotations
@@ -35,21 +36,32 @@ def shard_path(workspace: Path, model_id: str, dataset: str, shard: int) -> Path
     return output_dir(workspace, model_id, dataset) / f"part-{shard:05d}.parquet"
 
 
-def write_shard(
-    path: Path,
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: readers see the old
+    file or the new one, never a part; the temporary file never outlives an error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def shard_table(
     sample_ids: list[str],
     labels: np.ndarray,
     logits: np.ndarray,
     confidences: dict[str, np.ndarray],
-    metadata: dict[str, str] | None = None,
     store_logits: bool = True,
-) -> Path:
-    """Write one shard atomically.
+) -> pa.Table:
+    """The rows of (part of) one shard as an Arrow table.
 
     sample_ids: N relative paths; labels: (N,) int; logits: (N, C) float32 (stored as a fixed-size list);
-    confidences: name -> (N,) float64. ``pred`` is the first maximal logit. ``metadata`` goes into the Parquet
-    schema metadata (provenance). ``store_logits=False`` leaves the logits column out (large OOD sets: every
-    κ is then read from its stored column).
+    confidences: name -> (N,) float64. ``pred`` is the first maximal logit. ``store_logits=False`` leaves the
+    logits column out (large OOD sets: every κ is then read from its stored column).
     """
     n = len(sample_ids)
     logits = np.ascontiguousarray(logits, dtype=np.float32)
@@ -60,33 +72,66 @@ def write_shard(
         "sample_id": pa.array(sample_ids, type=pa.string()),
         "label": pa.array(np.asarray(labels, dtype=np.int32)),
         "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes),
-        "pred": pa.array(logits.argmax(axis=1).astype(np.int32)),
+        "pred": pa.array(logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32)),
     }
     if not store_logits:
         del columns["logits"]
     for name, values in confidences.items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float64))
-    table = pa.table(columns)
-    if metadata:
-        table = table.replace_schema_metadata({k: str(v) for k, v in metadata.items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return pa.table(columns)
 
 
-def shard_is_complete(path: Path, expected_rows: int | None = None) -> bool:
-    """True when ``path`` is a readable Parquet file (with ``expected_rows`` rows, if given)."""
-    try:
-        rows = pq.ParquetFile(path).metadata.num_rows
-    except (OSError, pa.ArrowInvalid):
-        return False
-    return expected_rows is None or rows == expected_rows
+def write_shard(
+    path: Path,
+    sample_ids: list[str],
+    labels: np.ndarray,
+    logits: np.ndarray,
+    confidences: dict[str, np.ndarray],
+    metadata: dict[str, str] | None = None,
+    store_logits: bool = True,
+) -> Path:
+    """Write one whole shard atomically (:func:`shard_table`'s columns; ``metadata`` goes into the Parquet
+    schema metadata as provenance)."""
+    writer = ShardWriter(path, metadata)
+    writer.write(shard_table(sample_ids, labels, logits, confidences, store_logits))
+    return writer.commit()
+
+
+class ShardWriter:
+    """Streams the row groups of one shard into a temporary Parquet file beside ``path``; :meth:`commit` renames
+    it into place, :meth:`abort` deletes it. Memory: one row group at a time. Page checksums are written."""
+
+    def __init__(self, path: Path, metadata: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            schema = table.schema.with_metadata(self.metadata) if self.metadata else table.schema
+            self._writer = pq.ParquetWriter(self.tmp, schema, write_page_checksum=True)
+        self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
+        self.rows += table.num_rows
+
+    def commit(self) -> Path:
+        if self._writer is None:
+            raise ValueError(f"no rows were written for {self.path}")
+        try:
+            self._writer.close()
+            os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -119,7 +164,14 @@ def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise UserError(f"no outputs for model {model_id!r} on dataset {dataset!r} under {folder}")
-    tables = [pq.read_table(f) for f in files]
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(
+                f"output {f} is damaged ({' '.join(str(exc).split())[:120]}); rerun `uebench run` to recompute it"
+            ) from None
     metadata = {k.decode(): v.decode() for k, v in (tables[0].schema.metadata or {}).items()}
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     table = table.sort_by("sample_id")

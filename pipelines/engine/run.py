@@ -65,9 +65,7 @@ def run_from_config(config: RunConfig) -> RunContext:
         },
         config=config.raw,
         inference=config.inference,
-        shard_size=config.shard_size,
-        gpus_per_task=config.gpus_per_task,
-        cpus_per_task=config.cpus_per_task,
+        settings=config.engine,
         ray_address=config.ray_address,
         num_cpus=config.num_cpus,
     )

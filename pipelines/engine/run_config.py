@@ -27,19 +27,24 @@ Example (every key but ``models`` and one dataset is optional)::
     [ray]
     address = "auto"        # an existing cluster; omit for a local instance
     num_cpus = 16           # local instance only
-    cpus_per_task = 4
-    gpus_per_task = 0.5     # fractional GPUs pack small models; 0 = CPU; default: 1 when the cluster has GPUs
+    cpus_per_task = 4       # CPUs of one model actor (and its torch threads)
+    gpus_per_task = 0.5     # GPUs of one model actor (fractional packs small models); default 1 with GPUs
+    model_actors = 8        # actors per model stage (default: GPUs / gpus_per_task, or spare CPUs)
+    decode_cpus = 1         # CPUs of one decode task
+    model_resources = { gpu_node = 1 }   # custom resources every model actor needs (pin model work to some nodes)
 
     [inference]
-    batch_size = 128
-    shard_size = 10000
+    batch_size = 128        # images per block (decode task, model call, MC-dropout seed unit)
+    shards = 64             # shards per dataset (classes hash to shards; fixed by configuration, not by data)
+    decode_budget_mib = 1024   # object-store MiB the pipeline may hold (decoded crops and outputs in flight)
+    models_per_actor = 0    # models one actor keeps resident (0: every model of a preprocessing signature)
+    max_image_pixels = 89478485   # larger images are bad files (decompression bombs)
     amp = true              # bf16 autocast on CUDA; logits stored in fp32
     channels_last = true
     model_confidences = ["odin", "mcd_neg_entropy"]   # model-in-the-loop κ (extra passes; see docs/models.md)
     mc_passes = 30
     drop_rate = 0.2         # timm models: classifier dropout to build with, so MC dropout has something to sample
     ood_logits = false      # full OOD logits too (fp32: ≈9 GB per model for the whole pool); κ columns are always kept
-    keep_decode_cache = false   # keep <workspace>/cache/ crops after every model of a shard succeeded
 """
 
 from __future__ import annotations
@@ -49,14 +54,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
+from pipelines.engine.identity import DEFAULT_SHARDS
 from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
+from pipelines.engine.stream import EngineSettings
 from pipelines.errors import UserError
 
 KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc"}
-RAY_KEYS = {"address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task"}
+RAY_KEYS = {
+    "address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task", "model_actors", "decode_cpus",
+    "model_resources",
+}
 INFERENCE_KEYS = {
-    "batch_size", "shard_size", "amp", "channels_last", "device", "confidences", "model_confidences", "mc_passes",
-    "drop_rate", "ood_logits", "keep_decode_cache",
+    "batch_size", "shards", "amp", "channels_last", "device", "confidences", "model_confidences", "mc_passes",
+    "drop_rate", "ood_logits", "decode_budget_mib", "models_per_actor", "max_image_pixels",
+}
+REMOVED_KEYS = {
+    "shard_size": "[inference] shard_size was replaced by shards (classes hash to a fixed number of shards)",
+    "keep_decode_cache": "[inference] keep_decode_cache was removed: crops stream through Ray's object store, "
+    "there is no decode cache on disk any more",
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation"}
 COOD_KEYS = {"window", "levels"}
@@ -87,10 +103,8 @@ class RunConfig:
     ray_address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
-    cpus_per_task: int = 1
-    gpus_per_task: float | None = None  # None: 1 per task when the cluster has GPUs
-    shard_size: int = 10_000
     inference: InferenceOptions = field(default_factory=InferenceOptions)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     seed: int = 0
     cood_window: int = 1000
     cood_levels: int = 11
@@ -151,15 +165,30 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     _unknown("[ray]", ray, RAY_KEYS)
     inference = raw.get("inference", {})
     _typed("[inference]", inference, dict, "a table")
+    for key, why in REMOVED_KEYS.items():
+        if key in inference:
+            raise UserError(why)
     _unknown("[inference]", inference, INFERENCE_KEYS)
     batch_size = _typed("[inference] batch_size", inference.get("batch_size", 32), int, "a positive integer")
-    shard_size = _typed("[inference] shard_size", inference.get("shard_size", 10_000), int, "a positive integer")
+    shards = _typed("[inference] shards", inference.get("shards", DEFAULT_SHARDS), int, "a positive integer")
+    budget = _typed("[inference] decode_budget_mib", inference.get("decode_budget_mib", 1024), int, "MiB ≥ 64")
+    per_actor = _typed("[inference] models_per_actor", inference.get("models_per_actor", 0), int, "an integer ≥ 0")
+    max_pixels = _typed(
+        "[inference] max_image_pixels", inference.get("max_image_pixels", DEFAULT_MAX_PIXELS), int, "pixels ≥ 1"
+    )
     cpus_per_task = _typed("[ray] cpus_per_task", ray.get("cpus_per_task", 1), int, "a positive integer")
-    gpus_per_task = ray.get("gpus_per_task")
-    if gpus_per_task is not None:
-        gpus_per_task = float(_typed("[ray] gpus_per_task", gpus_per_task, (int, float), "a number ≥ 0"))
-    if batch_size < 1 or shard_size < 1 or cpus_per_task < 1 or (gpus_per_task or 0) < 0:
-        raise UserError("batch_size, shard_size and cpus_per_task must be ≥ 1 and gpus_per_task ≥ 0")
+    gpus_per_task = float(_typed("[ray] gpus_per_task", ray.get("gpus_per_task", 0), (int, float), "a number ≥ 0"))
+    model_actors = ray.get("model_actors")
+    if model_actors is not None:
+        _typed("[ray] model_actors", model_actors, int, "a positive integer")
+    decode_cpus = float(_typed("[ray] decode_cpus", ray.get("decode_cpus", 1), (int, float), "a number > 0"))
+    resources = _typed("[ray] model_resources", ray.get("model_resources", {}), dict, "a table of name = amount")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in resources.values()):
+        raise UserError(f"[ray] model_resources must map resource names to positive amounts, got {resources!r}")
+    if batch_size < 1 or shards < 1 or cpus_per_task < 1 or gpus_per_task < 0 or (model_actors or 1) < 1:
+        raise UserError("batch_size, shards, cpus_per_task and model_actors must be ≥ 1 and gpus_per_task ≥ 0")
+    if budget < 64 or per_actor < 0 or max_pixels < 1 or decode_cpus <= 0:
+        raise UserError("need decode_budget_mib ≥ 64, models_per_actor ≥ 0, max_image_pixels ≥ 1, decode_cpus > 0")
     device = inference.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"[inference] device must be auto, cpu or cuda, got {device!r}")
@@ -210,18 +239,18 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         ray_address=ray.get("address"),
         num_cpus=ray.get("num_cpus"),
         num_gpus=ray.get("num_gpus"),
-        cpus_per_task=cpus_per_task,
-        gpus_per_task=gpus_per_task,
-        shard_size=shard_size,
         inference=InferenceOptions(
             batch_size=batch_size, device=device, amp=bool(inference.get("amp", False)),
             channels_last=bool(inference.get("channels_last", False)), threads=cpus_per_task,
             confidences=confidences, model_confidences=tuple(model_confidences), mc_passes=mc_passes,
             drop_rate=drop_rate, seed=seed,
             ood_logits=_typed("[inference] ood_logits", inference.get("ood_logits", False), bool, "true or false"),
-            keep_decode_cache=_typed(
-                "[inference] keep_decode_cache", inference.get("keep_decode_cache", False), bool, "true or false"
-            ),
+            max_image_pixels=max_pixels,
+        ),
+        engine=EngineSettings(
+            num_shards=shards, budget_bytes=budget << 20, model_actors=model_actors, models_per_actor=per_actor,
+            cpus_per_actor=float(cpus_per_task), gpus_per_actor=gpus_per_task, decode_cpus=decode_cpus,
+            actor_resources={str(k): float(v) for k, v in resources.items()},
         ),
         seed=seed,
         cood_window=window,

@@ -11,7 +11,7 @@ SELECT
     r.precision,
     count(t.model_id) AS tasks,
     count(t.model_id) FILTER (WHERE t.status = 'ok') AS tasks_ok,
-    count(t.model_id) FILTER (WHERE t.status = 'skipped_existing') AS tasks_skipped,
+    count(t.model_id) FILTER (WHERE t.status IN ('reused', 'skipped_existing')) AS tasks_reused,
     count(t.model_id) FILTER (WHERE t.status = 'failed') AS tasks_failed
 FROM runs AS r
 LEFT JOIN run_tasks AS t USING (run_id)
