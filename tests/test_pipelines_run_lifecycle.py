@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +51,22 @@ def _temp_files(workspace: Path) -> list[Path]:
     return [p for p in (workspace / "outputs").rglob("*") if p.is_file() and not p.name.startswith("part-")]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for_inference(workspace: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Until the run's log shows the inference pipeline started (Ray up, outputs planned)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = list((workspace / "logs").glob("*.log")) if (workspace / "logs").is_dir() else []
-        if any("inference " in p.read_text() for p in logs):
-            return
-        assert proc.poll() is None, "the run ended before its inference started"
-        time.sleep(0.1)
-    raise AssertionError("the run never started its inference")
+@contextmanager
+def _running(root: Path, workspace: Path, log: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """A ``uebench run`` process, yielded once its log shows the inference pipeline started (Ray up, outputs
+    planned); killed on the way out if it is still alive."""
+    proc = subprocess.Popen(_args(root, workspace), stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not any("inference " in p.read_text() for p in (workspace / "logs").glob("*.log")):
+            assert proc.poll() is None, "the run ended before its inference started"
+            assert time.monotonic() < deadline, "the run never started its inference"
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_a_run_with_a_failing_model_is_partial_prints_its_summary_and_logs(tmp_path):
@@ -84,17 +88,12 @@ def test_a_run_with_a_failing_model_is_partial_prints_its_summary_and_logs(tmp_p
 def test_ctrl_c_exits_130_records_the_run_and_the_rerun_completes(tmp_path):
     root = _images(tmp_path / "val", per_class=40)
     workspace = tmp_path / "ws"
-    proc = _start(_args(root, workspace), tmp_path / "first.txt")
-    try:
-        _wait_for_inference(workspace, proc)
+    with _running(root, workspace, tmp_path / "first.txt") as proc:
         busy = subprocess.run(_args(root, workspace), capture_output=True, text=True, timeout=120)
         assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
         assert busy.stderr.startswith("error: workspace") and "in use" in busy.stderr
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     output = (tmp_path / "first.txt").read_text()
     assert code == 130, output[-3000:]
     assert "Traceback" not in output and "error: interrupted" in output
@@ -119,17 +118,12 @@ def _lock_is_free(workspace: Path) -> bool:
 def test_a_killed_driver_is_marked_interrupted_and_the_next_run_removes_its_temp_files(tmp_path):
     root = _images(tmp_path / "val", per_class=40)
     workspace = tmp_path / "ws"
-    proc = _start(_args(root, workspace), tmp_path / "first.txt")
-    try:
-        _wait_for_inference(workspace, proc)
+    with _running(root, workspace, tmp_path / "first.txt") as proc:
         deadline = time.monotonic() + 120
         while not _temp_files(workspace) and time.monotonic() < deadline:  # a shard being written
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert _temp_files(workspace), "the driver died before it wrote anything"
     (run,) = _runs(workspace)
     assert run["status"] == "running"  # what a killed driver leaves behind
@@ -149,13 +143,8 @@ def test_sigterm_is_an_interruption_too(tmp_path):
     """A cluster scheduler (Slurm, Kubernetes) stops a job with SIGTERM: the same as Ctrl-C."""
     root = _images(tmp_path / "val", per_class=40)
     workspace = tmp_path / "ws"
-    proc = _start(_args(root, workspace), tmp_path / "first.txt")
-    try:
-        _wait_for_inference(workspace, proc)
+    with _running(root, workspace, tmp_path / "first.txt") as proc:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code == 130, (tmp_path / "first.txt").read_text()[-3000:]
     assert _runs(workspace)[0]["status"] == "interrupted"

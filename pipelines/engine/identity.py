@@ -220,7 +220,7 @@ def manifest_path(parquet: Path) -> Path:
 
 def write_manifest(parquet: Path, identity: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Hash ``parquet`` and write its manifest atomically (after the Parquet file is in place)."""
-    from pipelines.engine.outputs import write_bytes_atomic
+    from cood.imagenet21k import write_bytes_atomic
 
     stat = parquet.stat()
     manifest = {

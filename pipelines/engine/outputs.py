@@ -36,20 +36,6 @@ def shard_path(workspace: Path, model_id: str, dataset: str, shard: int) -> Path
     return output_dir(workspace, model_id, dataset) / f"part-{shard:05d}.parquet"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: readers see the old
-    file or the new one, never a part; the temporary file never outlives an error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def shard_table(
     sample_ids: list[str],
     labels: np.ndarray,
