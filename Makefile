@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export NLTK_DATA := $(CURDIR)/.nltk_data
 
-.PHONY: demo test lint bench wordnet browser clean
+.PHONY: demo test lint bench bench-scale wordnet browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,17 @@ test: $(STAMP) wordnet browser
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Every component benchmark at its quick default size; the scale benchmark (≈ 20 min) is its own target.
 bench: $(STAMP)
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in benchmarks/bench_*.py; do \
+		[ "$$script" = benchmarks/bench_scale.py ] && continue; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py --json /tmp/uebench-scale/scale-1.json
+	$(BIN)/python benchmarks/bench_scale.py --models 3 --json /tmp/uebench-scale/scale-1-m3.json
+	$(BIN)/python benchmarks/bench_scale.py --models 3 --scale 2 --json /tmp/uebench-scale/scale-2-m3.json \
+		--compare /tmp/uebench-scale/scale-1-m3.json
 
 clean:
 	rm -rf $(VENV) uebench-workspace .pytest_cache .ruff_cache

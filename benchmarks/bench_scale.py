@@ -80,32 +80,35 @@ def signatures(models: Sequence[str]) -> list:
     return list(unique.values())
 
 
-def _forward_worker(models: list[str], n: int, batch_size: int, barrier, results) -> None:
-    """One forward-only process: 1 torch thread, every model over ``n`` random crops.
+def _forward_worker(models: list[str], n: int, batch_size: int, paths: list[str], barrier, results) -> None:
+    """One forward-only process: 1 torch thread, every model over ``n`` crops of the benchmark's own images
+    (``paths``, decoded once per signature before timing; a few batches reused).
 
     Puts (start, end, CPU seconds, {model id: seconds}) on ``results`` (perf_counter and process_time seconds).
     """
     import torch
 
     torch.set_num_threads(1)
-    from pipelines.data.preprocess import normalise
+    from pipelines.data.preprocess import decode, normalise
     from pipelines.zoo import build_model
 
     built = [(ms, build_model(ms)) for ms in _specs(models)]
-    rng = np.random.default_rng(os.getpid())
-    pools = {  # a few batches of random uint8 crops per input size, reused (content does not change the cost)
-        size: torch.from_numpy(rng.integers(0, 256, size=(4, batch_size, size, size, 3), dtype=np.uint8))
-        for size in {ms.preprocess.input_size for ms, _ in built}
+    # real crops, not noise: on this CPU some random-weight models run up to 1.7x faster or slower on noise
+    pools = {
+        ms.preprocess.signature: torch.from_numpy(
+            np.stack([decode(Path(paths[i % len(paths)]), ms.preprocess) for i in range(4 * batch_size)])
+        ).reshape(4, batch_size, ms.preprocess.input_size, ms.preprocess.input_size, 3)
+        for ms, _ in built
     }
     per_model: dict[str, float] = {}
     with torch.inference_mode():
         for ms, model in built:  # warm-up: one full batch each, untimed
-            model(normalise(pools[ms.preprocess.input_size][0], ms.preprocess))
+            model(normalise(pools[ms.preprocess.signature][0], ms.preprocess))
         barrier.wait()
         start, cpu = time.perf_counter(), time.process_time()
         for ms, model in built:
             began = time.perf_counter()
-            pool = pools[ms.preprocess.input_size]
+            pool = pools[ms.preprocess.signature]
             for i, first in enumerate(range(0, n, batch_size)):
                 model(normalise(pool[i % 4, : min(batch_size, n - first)], ms.preprocess))
             per_model[ms.model_id] = time.perf_counter() - began
@@ -172,16 +175,18 @@ def _parallel_rate(target, shares: list[tuple], n_images: int, details: dict | N
     return n_images / wall
 
 
-def forward_only_rate(models: Sequence[str], n_images: int, workers: int = WORKERS, batch_size: int = 64,
-                      details: dict | None = None) -> float:
-    """images/s of the bare forward of ``n_images`` random uint8 crops through ALL ``models``.
+def forward_only_rate(models: Sequence[str], n_images: int, files: Sequence[Path], workers: int = WORKERS,
+                      batch_size: int = 64, details: dict | None = None) -> float:
+    """images/s of the bare forward of ``n_images`` crops of ``files`` through ALL ``models``.
 
     ``workers`` processes with 1 torch thread each, each handling its share of the images (batches of
     ``batch_size``), normalisation (pipelines.data.preprocess.normalise) included, model building and one warm-up
     batch per model excluded. An image counts once, after it passed every model. ``details``: see
     :func:`_parallel_rate` (parts: seconds per model id).
     """
-    shares = [(list(models), n, batch_size) for n in np.diff(np.linspace(0, n_images, workers + 1).round().astype(int))]
+    counts = np.diff(np.linspace(0, n_images, workers + 1).round().astype(int))
+    paths = [str(f) for f in files]
+    shares = [(list(models), int(n), batch_size, paths[w::workers]) for w, n in enumerate(counts)]
     return _parallel_rate(_forward_worker, shares, n_images, details)
 
 
@@ -395,15 +400,15 @@ def two_node_cluster(spill_dir: Path, object_store_mib: int = 1536, cpus_per_nod
 
 
 def run_engine(models: Sequence[str], id_root: Path, ood_root: Path, ood_per_class: int, workspace: Path,
-               address: str, budget_mib: int) -> dict[str, Any]:
+               address: str, budget_mib: int, batch_size: int) -> dict[str, Any]:
     """The measured run: every model over both sets, every analysis, into DuckDB, on the cluster at ``address``.
 
     Returns ``wall_s`` (seconds of ``run_from_config``) and what the run's InferenceReport says: ``tasks``,
     ``tasks_failed`` (with ``first_error``), ``decoded`` (images decoded), ``weight_loads`` (model id -> actors
     that loaded it), ``ray_tasks`` (tasks scheduled), ``engine_peak_store_bytes``; None where it has no such field.
     """
-    from pipelines.engine.run import run_from_config
     from pipelines.engine.run_config import parse_config
+    from pipelines.run import run_from_config
 
     raw = {
         "workspace": str(workspace),
@@ -414,7 +419,7 @@ def run_engine(models: Sequence[str], id_root: Path, ood_root: Path, ood_per_cla
                             "n_estimation": ood_per_class // 2},
         },
         "ray": {"address": address},
-        "inference": {"batch_size": 64, "decode_budget_mib": budget_mib},
+        "inference": {"batch_size": batch_size, "decode_budget_mib": budget_mib},
         "cood": {"window": 1000, "levels": 11},
         "hsc": {"repetitions": 100},
     }
@@ -518,6 +523,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, choices=(1, 2), default=1, help="2 doubles both per-class counts")
     parser.add_argument("--models", type=int, default=len(MODELS), help=f"first N of the {len(MODELS)} models")
     parser.add_argument("--budget-mib", type=int, default=1024, help="decode budget of the run (MiB)")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="images per block in the run and per forward call in the forward-only baseline")
     parser.add_argument("--rate-images", type=int, default=1024,
                         help="images of the forward-only baseline (decode-only: 4× as many files)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/uebench-scale/data"), help="generated data root")
@@ -546,7 +553,8 @@ def main() -> None:
     print(f"decode-only: {decode_rate:,.1f} images/s ({len(rate_files):,} images × {len(pres)} signatures; "
           f"{decode_details['cpu_img_s']:,.1f} by CPU time)", flush=True)
     forward_details: dict[str, Any] = {}
-    forward_rate = forward_only_rate(models, args.rate_images, details=forward_details)
+    forward_rate = forward_only_rate(models, args.rate_images, rate_files, batch_size=args.batch_size,
+                                     details=forward_details)
     print(f"forward-only: {forward_rate:,.1f} images/s ({args.rate_images:,} images × {len(models)} models; "
           f"{forward_details['cpu_img_s']:,.1f} by CPU time)", flush=True)
 
@@ -561,13 +569,15 @@ def main() -> None:
               f"after {probe['lag_s']} s", flush=True)
         folders = {"spill": spill, "workspace": workspace}
         with PeakSampler(folders, crop_folders=("spill",)) as sampler:
-            engine = run_engine(models, id_root, ood_root, ood_per_class, workspace, cluster.address, args.budget_mib)
+            engine = run_engine(models, id_root, ood_root, ood_per_class, workspace, cluster.address, args.budget_mib,
+                                args.batch_size)
         peaks = sampler.peaks
 
     images = record["images"]
     measured: dict[str, Any] = {
         "models": models, "signatures": len(pres), "actors": actors, "scale": args.scale,
         "id_per_class": id_per_class, "ood_per_class": ood_per_class, "budget_mib": args.budget_mib,
+        "batch_size": args.batch_size,
         "images": images, "id_images": record["val"]["images"], "ood_images": record["in21k"]["images"],
         "generation": {k: record[k] for k in ("seconds", "images_per_s", "bytes", "reused")},
         "decode_only_img_s": decode_rate, "forward_only_img_s": forward_rate, "rate_images": args.rate_images,

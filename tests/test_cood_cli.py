@@ -14,8 +14,8 @@ from cood import confidence
 from cood.imagenet21k import build_split, write_manifest
 from cood.severity import class_severity, severity_levels
 from pipelines.analyses.cood import analyse_cood
+from pipelines.analyses.cood_benchmark import build_benchmark
 from pipelines.cli import main
-from pipelines.cli.cood import build_benchmark
 from pipelines.data.datasets import ood_manifest_path as manifest_path
 from pipelines.engine.outputs import shard_path, write_shard
 from pipelines.errors import UserError
@@ -217,7 +217,7 @@ def test_manifest_problems(tmp_path: Path) -> None:
 def test_ranking_keys_prefer_the_stored_column_then_logits_and_need_both_sides() -> None:
     """MSP ranks by log-MSP (cood.md §5): stored column, else computed from logits; one side without either
     makes both sides rank by the κ values (None, None)."""
-    from pipelines.cli.cood import ranking_keys
+    from pipelines.analyses.cood_benchmark import ranking_keys
     from pipelines.engine.outputs import Outputs
 
     rng = np.random.default_rng(3)

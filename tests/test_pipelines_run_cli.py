@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from folders import imagenet_folder
 
 from pipelines.data.datasets import imagenet1k_wnids
 from pipelines.engine.run_config import parse_config
@@ -19,15 +19,6 @@ from pipelines.errors import UserError
 WNIDS = imagenet1k_wnids()[:4]
 
 
-def _images(root: Path, wnids: list[str], per_class: int = 6, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for c, wnid in enumerate(wnids):
-        (root / wnid).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            pixels = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
-            pixels[..., c % 3] //= 2
-            Image.fromarray(pixels).save(root / wnid / f"img_{k}.jpg", quality=90)
-    return root
 
 
 def _config(tmp_path: Path, body: str) -> Path:
@@ -107,13 +98,13 @@ def test_missing_dataset_folder_is_a_one_line_error(tmp_path):
 
 
 def test_id_folder_with_non_imagenet1k_wnids_is_a_one_line_error(tmp_path):
-    _images(tmp_path / "val", ["n99999999"], per_class=1)
+    imagenet_folder(tmp_path / "val", ["n99999999"], per_class=1)
     config = _config(tmp_path, 'models = ["timm:test_vit@random"]\n[datasets.val]\nkind = "id"\nroot = "val"\n')
     _one_line_error(_uebench("run", str(config)), "n99999999")
 
 
 def test_unknown_spec_and_non_imagenet1k_head_are_one_line_errors(tmp_path):
-    _images(tmp_path / "val", WNIDS[:1], per_class=1)
+    imagenet_folder(tmp_path / "val", WNIDS[:1], per_class=1)
     for spec, fragment in (
         ("nosuchsource:resnet", "nosuchsource"),
         ("timm:no_such_architecture_xyz", "no_such_architecture_xyz"),
@@ -125,7 +116,7 @@ def test_unknown_spec_and_non_imagenet1k_head_are_one_line_errors(tmp_path):
 
 
 def test_unreachable_ray_address_is_a_quick_one_line_error(tmp_path):
-    _images(tmp_path / "val", WNIDS[:1], per_class=1)
+    imagenet_folder(tmp_path / "val", WNIDS[:1], per_class=1)
     config = _config(
         tmp_path,
         'models = ["timm:test_vit@random"]\n[datasets.val]\nkind = "id"\nroot = "val"\n'
@@ -141,11 +132,11 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
     from pipelines.engine.outputs import read_outputs
     from results.store import Store
 
-    _images(tmp_path / "val", WNIDS)
+    imagenet_folder(tmp_path / "val", WNIDS)
     from pipelines.demo.data import OOD_PHOTOS
 
     ood_wnids = sorted({photo.wnid for photo in OOD_PHOTOS})[:5]  # ImageNet-21k classes in the C-OOD pool
-    _images(tmp_path / "ood", ood_wnids, seed=1)
+    imagenet_folder(tmp_path / "ood", ood_wnids, seed=1)
     config = _config(
         tmp_path,
         'models = ["timm:test_efficientnet@random"]\nanalyses = ["selective", "cood"]\nseed = 5\n'

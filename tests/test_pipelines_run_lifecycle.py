@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from folders import imagenet_folder
 
 from pipelines.data.datasets import imagenet1k_wnids
 from pipelines.engine.driver import DB_NAME
@@ -25,14 +24,7 @@ MODELS = ("timm:test_vit@random", "timm:test_convnext@random", "timm:test_effici
 
 
 def _images(root: Path, per_class: int) -> Path:
-    rng = np.random.default_rng(0)
-    for c, wnid in enumerate(WNIDS):
-        (root / wnid).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            pixels = rng.integers(0, 256, size=(96, 128, 3), dtype=np.uint8)
-            pixels[..., c % 3] //= 2
-            Image.fromarray(pixels).save(root / wnid / f"img_{k}.jpg", quality=90)
-    return root
+    return imagenet_folder(root, WNIDS, per_class)
 
 
 def _args(root: Path, workspace: Path, models=MODELS) -> list[str]:

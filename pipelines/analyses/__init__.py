@@ -115,7 +115,7 @@ def selective(ctx: RunContext) -> Tables:
 
 
 def _cood_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
-    from pipelines.cli.cood import build_benchmark
+    from pipelines.analyses.cood_benchmark import build_benchmark
 
     parts = []
     for kappa in inputs.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):

@@ -104,9 +104,9 @@ def register(app: typer.Typer) -> None:
         failed, 2 bad input or a busy workspace, 130 interrupted (docs/engine.md)."""
         from pipelines.engine.driver import DB_NAME
         from pipelines.engine.lifecycle import exit_code_for
-        from pipelines.engine.run import run_from_config
         from pipelines.engine.run_config import load_config, load_raw, parse_config
         from pipelines.engine.summary import print_summary
+        from pipelines.run import run_from_config
 
         flags = (model, id_root, ood_root, ray_address, analysis)
         numbers = {

@@ -1,4 +1,5 @@
-"""Turn a validated run configuration into datasets, models and analyses, and execute it."""
+"""A run from its configuration: datasets, models and analyses resolved and validated, then executed by the
+driver (pipelines.engine.driver). The layer above the engine and the analyses, below the CLI."""
 
 from __future__ import annotations
 
