@@ -14,3 +14,5 @@ if _NLTK_DATA.is_dir():
 
 # Tests never reach the network: model hubs fail fast instead of retrying (set before any Ray worker starts).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray reports usage statistics by default; tests, the Ray workers they start and their subprocesses never do.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
