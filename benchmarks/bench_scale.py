@@ -221,24 +221,10 @@ def sample_files(roots: Sequence[Path], n: int) -> list[Path]:
 
 
 def object_store_bytes() -> dict[str, int]:
-    """Ray object store bytes in use per node (``node id -> bytes``), for the connected cluster.
+    """Ray object store bytes in use per node: the engine's own reading (pipelines.engine.stream)."""
+    from pipelines.engine.stream import object_store_bytes_per_node
 
-    Read from the GCS's resource view: a raylet reports its ``object_store_memory`` resource as capacity minus
-    the plasma bytes in use (primary and secondary copies, pinned or not; spilled objects no longer count), so
-    used = total − available. Costs ≈ 1 ms; the view lags the store by the raylet's report period (≲ 1 s).
-    """
-    import ray
-
-    try:
-        state = ray._private.state.state
-        totals, available = state.total_resources_per_node(), state.available_resources_per_node()
-    except AttributeError:  # private API moved: whole-cluster numbers from the public one
-        totals = {"cluster": ray.cluster_resources()}
-        available = {"cluster": ray.available_resources()}
-    return {
-        node: int(total.get("object_store_memory", 0) - available.get(node, {}).get("object_store_memory", 0))
-        for node, total in totals.items()
-    }
+    return object_store_bytes_per_node()
 
 
 def folder_bytes(root: Path) -> int:

@@ -104,7 +104,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _host_batch(crops: np.ndarray, pin: bool):
-    """``crops: (n, H, W, 3) uint8`` (a read-only slice of the decode cache) -> a torch tensor of its own, in
+    """``crops: (n, H, W, 3) uint8`` (a read-only block from Ray's object store) -> a torch tensor of its own, in
     page-locked memory when ``pin`` (CUDA: the copy to the device can then run asynchronously). One copy."""
     import torch
 

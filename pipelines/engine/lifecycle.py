@@ -62,7 +62,7 @@ LOCK_FILENAME = ".uebench.lock"
 HOUSEKEEPING_WAIT_S = 5.0
 
 # Temporary files of the repo's atomic writes: ".<name>.<token>.tmp" (uuid hex, pid or mkstemp suffix) and the
-# decode cache's ".<name>.<token>.tmp.npy".
+# decode cache of uebench before 2026-12-03 (".<name>.<token>.tmp.npy"), still cleaned from older workspaces.
 _TEMP_FILE = re.compile(r"^\..+\.tmp(\.npy)?$")
 # Workspace folders whose files are written through such temporary files (searched recursively).
 _TEMP_FOLDERS = ("outputs", "reports", "datasets", "cache", "cood")
@@ -343,7 +343,7 @@ def _remove(path: Path) -> bool:
 def remove_stale_temp(workspace: Path, min_age_s: float = STALE_AFTER_S) -> int:
     """Delete temporary files that dead runs and commands left in ``workspace``; returns how many were deleted.
 
-    What counts: ``.<name>.<token>.tmp`` (and the decode cache's ``.tmp.npy``) files anywhere under
+    What counts: ``.<name>.<token>.tmp`` (and the old decode cache's ``.tmp.npy``) files anywhere under
     ``outputs/``, ``reports/``, ``datasets/``, ``cache/`` and ``cood/``; ``.attempts-*`` folders and
     ``.write-test-*`` files at the workspace top; the demo's ``data/.staging-*`` folders and
     ``data/recipe.tmp``. Only entries untouched for ``min_age_s`` seconds go, so a read-side command writing
