@@ -57,11 +57,10 @@ def shard_table(
     columns: dict[str, pa.Array] = {
         "sample_id": pa.array(sample_ids, type=pa.string()),
         "label": pa.array(np.asarray(labels, dtype=np.int32)),
-        "logits": pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes),
-        "pred": pa.array(logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32)),
     }
-    if not store_logits:
-        del columns["logits"]
+    if store_logits:
+        columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes)
+    columns["pred"] = pa.array(logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32))
     for name, values in confidences.items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float64))
     return pa.table(columns)
