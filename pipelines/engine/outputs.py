@@ -39,28 +39,38 @@ def shard_path(workspace: Path, model_id: str, dataset: str, shard: int) -> Path
 def shard_table(
     sample_ids: list[str],
     labels: np.ndarray,
-    logits: np.ndarray,
+    logits: np.ndarray | None,
     confidences: dict[str, np.ndarray],
     store_logits: bool = True,
+    *,
+    pred: np.ndarray | None = None,
 ) -> pa.Table:
     """The rows of (part of) one shard as an Arrow table.
 
     sample_ids: N relative paths; labels: (N,) int; logits: (N, C) float32 (stored as a fixed-size list);
     confidences: name -> (N,) float64. ``pred`` is the first maximal logit. ``store_logits=False`` leaves the
-    logits column out (large OOD sets: every κ is then read from its stored column).
+    logits column out (large OOD sets: every κ is then read from its stored column); then ``logits`` may be None
+    with ``pred`` (N,) given instead (the engine ships no unstored logits from its workers).
     """
     n = len(sample_ids)
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
-    if logits.ndim != 2 or logits.shape[0] != n or len(labels) != n:
-        raise ValueError(f"shard arrays disagree: {n} sample_ids, labels {np.shape(labels)}, logits {logits.shape}")
-    num_classes = logits.shape[1]
+    if logits is None:
+        if store_logits or pred is None:
+            raise ValueError("shard_table without logits needs store_logits=False and pred")
+        pred = np.asarray(pred, dtype=np.int32)
+    else:
+        logits = np.ascontiguousarray(logits, dtype=np.float32)
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ValueError(f"shard arrays disagree: {n} sample_ids, logits {logits.shape}")
+        pred = logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32)
+    if len(labels) != n or pred.shape != (n,):
+        raise ValueError(f"shard arrays disagree: {n} sample_ids, labels {np.shape(labels)}, pred {pred.shape}")
     columns: dict[str, pa.Array] = {
         "sample_id": pa.array(sample_ids, type=pa.string()),
         "label": pa.array(np.asarray(labels, dtype=np.int32)),
     }
     if store_logits:
-        columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), num_classes)
-    columns["pred"] = pa.array(logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32))
+        columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
+    columns["pred"] = pa.array(pred)
     for name, values in confidences.items():
         columns[name] = pa.array(np.asarray(values, dtype=np.float64))
     return pa.table(columns)

@@ -66,6 +66,12 @@ class EngineSettings:
     actor_resources: dict[str, float] = field(default_factory=dict)
 
 
+def stores_logits(dataset: ImageDataset, opts: InferenceOptions) -> bool:
+    """Whether ``dataset``'s outputs keep the full logits: always for ID sets, for OOD sets only with
+    ``opts.ood_logits`` (cood.md §8; every κ is stored as its own column either way)."""
+    return dataset.kind != "ood" or opts.ood_logits
+
+
 def identity_options(opts: InferenceOptions, dataset: ImageDataset) -> dict[str, Any]:
     """The inference options that change an output's numbers or columns (part of its identity)."""
     return {
@@ -75,7 +81,7 @@ def identity_options(opts: InferenceOptions, dataset: ImageDataset) -> dict[str,
         "seed": opts.seed if opts.model_confidences else None,
         "drop_rate": opts.drop_rate,
         "precision": opts.precision(),
-        "store_logits": dataset.kind != "ood" or opts.ood_logits,
+        "store_logits": stores_logits(dataset, opts),
         "max_image_pixels": opts.max_image_pixels,
         "batch_size": opts.batch_size if opts.model_confidences else None,  # MC-dropout seeds are per block
     }
@@ -106,14 +112,17 @@ def decode_block(batch: dict[str, np.ndarray], pre, max_pixels: int) -> dict[str
 class ModelStage:
     """A Ray Data actor holding ``specs`` resident: built once in the constructor, used for every block.
 
-    Output columns per model ``k`` (the run's model index): ``m<k>.logits (n, 1000) float32``, ``m<k>.<κ>``
-    (n,) float64, ``m<k>.error`` ("" or the model's one-line error: a model that fails to build or to run is
+    Output columns per model ``k`` (the run's model index): ``m<k>.pred (n,) int32`` (first maximal logit),
+    ``m<k>.logits (n, 1000) float32`` only for blocks of the datasets in ``logits_for`` (those whose logits are
+    stored: an OOD block ships no 1000-wide rows it would drop), ``m<k>.<κ>`` (n,) float64, ``m<k>.error``
+    ("" or the model's one-line error: a model that fails to build or to run is
     reported, never raised, so the others go on), ``m<k>.info`` (JSON: state-dict digest, params, device,
     κ parameters). ``actor`` names the actor and its node, ``<actor id>@<node id>`` (weight loads = distinct
     actors per model).
     """
 
-    def __init__(self, specs: list[ModelSpec], indices: list[int], opts: InferenceOptions, keep_crops: bool):
+    def __init__(self, specs: list[ModelSpec], indices: list[int], opts: InferenceOptions, keep_crops: bool,
+                 logits_for: frozenset[int] = frozenset()):
         import ray
         import torch
 
@@ -122,6 +131,7 @@ class ModelStage:
         torch.set_num_threads(max(1, opts.threads))
         self.opts = opts
         self.keep_crops = keep_crops
+        self.logits_for = logits_for
         self.indices = indices
         context = ray.get_runtime_context()
         self.actor = f"{context.get_actor_id() or 'local'}@{context.get_node_id()}"
@@ -143,6 +153,7 @@ class ModelStage:
         out = {key: value for key, value in batch.items() if key != "crop" or self.keep_crops}
         out["actor"] = np.full(n, self.actor, dtype=object)
         seed_key = int(batch["shard"][0]) * 4096 + int(batch["block"][0]) if n else 0
+        ship_logits = bool(n) and int(batch["ds"][0]) in self.logits_for  # a block holds one dataset's rows
         for j, (k, (ms, model, info, error)) in enumerate(zip(self.indices, self.models, strict=True)):
             logits = np.zeros((n, 1000), dtype=np.float32)
             columns: dict[str, np.ndarray] = {}
@@ -160,7 +171,9 @@ class ModelStage:
                     error = _one_line(exc)
                     if not _is_transient(error):  # a model broken on one block is broken: stop spending on it
                         self.models[j] = (ms, None, info, error)
-            out[f"m{k}.logits"] = logits
+            out[f"m{k}.pred"] = logits.argmax(axis=1).astype(np.int32)
+            if ship_logits:
+                out[f"m{k}.logits"] = logits
             for name in (*self.opts.confidences, *self.opts.model_confidences):
                 out[f"m{k}.{name}"] = columns.get(name, np.zeros(n, dtype=np.float64))
             out[f"m{k}.error"] = np.full(n, error or "", dtype=object)
@@ -357,15 +370,14 @@ class _Sink:
             confidences = {
                 name: rows[f"m{k}.{name}"][ok] for name in (*self.opts.confidences, *self.opts.model_confidences)
             }
-            table = shard_table(ids, labels, rows[f"m{k}.logits"][ok], confidences, self._store_logits(d))
+            store = stores_logits(d, self.opts)
+            logits = rows[f"m{k}.logits"][ok] if store else None
+            table = shard_table(ids, labels, logits, confidences, store, pred=rows[f"m{k}.pred"][ok])
             self._writer(k, di, s).write(table)
         self.received[(di, s)] += len(errors)
         self.images += len(errors)
         if self.received[(di, s)] >= self.counts[(di, s)]:
             self._finish(di, s)
-
-    def _store_logits(self, d: ImageDataset) -> bool:
-        return d.kind != "ood" or self.opts.ood_logits
 
     def _writer(self, k: int, di: int, s: int) -> ShardWriter:
         key = (k, di, s)
@@ -400,7 +412,7 @@ class _Sink:
                 writer = self._writer(k, di, s)
                 writer.write(shard_table([], np.zeros(0), np.zeros((0, 1000), np.float32), {
                     name: np.zeros(0) for name in (*self.opts.confidences, *self.opts.model_confidences)
-                }, self._store_logits(d)))
+                }, stores_logits(d, self.opts)))
             writer.commit()
             info = self.info.get(k, {})
             identity.write_manifest(path, self.plan.identities[(k, d.name, s)], {
@@ -504,6 +516,7 @@ def run_inference(
                 fn_constructor_kwargs={
                     "specs": [models[k] for k in chunk], "indices": chunk, "opts": opts,
                     "keep_crops": c < len(chunks) - 1,
+                    "logits_for": frozenset(di for di, d in enumerate(datasets) if stores_logits(d, opts)),
                 },
                 compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=settings.cpus_per_actor,
                 num_gpus=settings.gpus_per_actor or None, resources=settings.actor_resources or None,
