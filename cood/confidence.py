@@ -19,15 +19,6 @@ ConfidenceFn = Callable[[np.ndarray], np.ndarray]
 
 REGISTRY: dict[str, ConfidenceFn] = {}
 
-# The name the reference C-OOD results use for each of our κ names (cood.md §5).
-REFERENCE_NAMES: dict[str, str] = {
-    "msp": "softmax",
-    "neg_entropy": "entropy",
-    "max_logit": "max_logit",
-    "odin": "odin_temperature-2_noise_mag-1e-05",
-    "mcd_neg_entropy": "mcd_entropy",
-}
-
 
 def register(name: str) -> Callable[[ConfidenceFn], ConfidenceFn]:
     """Decorator adding a logits -> (N,) confidence function to :data:`REGISTRY` under ``name``."""

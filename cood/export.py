@@ -3,7 +3,7 @@
 Files written by :func:`export_benchmark` into one folder per (model, κ):
 
 - ``<model>_<κ>_n<levels>.csv``: the reference results' columns (:data:`REFERENCE_COLUMNS`), one row per
-  level, κ under its reference name (``msp`` -> ``softmax``, see ``cood.confidence.REFERENCE_NAMES``);
+  level, κ under its reference name (``msp`` -> ``softmax``, see ``common.PUBLISHED_KAPPA_NAMES``);
 - ``cood_levels.csv``: the full ``cood_levels`` rows (all metrics and provenance);
 - ``level_classes.csv``: ``level,wnid``, the 1,000 (``window``) classes of each level — the benchmark itself;
 - ``class_severity.csv`` (when given): ``wnid,s,n_est``;
@@ -25,8 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from cood.confidence import REFERENCE_NAMES
-from cood.imagenet21k import write_bytes_atomic
+from common import PUBLISHED_KAPPA_NAMES, atomic_write_bytes
 
 REFERENCE_SCHEMA: dict[str, Any] = {
     "severity level": pl.Int64,
@@ -60,7 +59,7 @@ def reference_frame(
         raise ValueError(f"levels must hold exactly one (model_id, kappa) pair, found {pairs.height}")
     model = model_name if model_name is not None else pairs.item(0, "model_id")
     kappa = pairs.item(0, "kappa")
-    confidence = confidence_name if confidence_name is not None else REFERENCE_NAMES.get(kappa, kappa)
+    confidence = confidence_name if confidence_name is not None else PUBLISHED_KAPPA_NAMES.get(kappa, kappa)
     if model is None or confidence is None:
         raise ValueError("levels have no model_id/kappa; pass model_name and confidence_name")
     return levels.sort("level").select(
@@ -101,7 +100,7 @@ def write_reference_csv(frame: pl.DataFrame, path: str | os.PathLike[str]) -> st
         raise ValueError(f"frame lacks the reference columns {missing}")
     extras = [c for c in frame.columns if c not in REFERENCE_SCHEMA]
     data = _frame_bytes(frame.select(*REFERENCE_COLUMNS, *extras))
-    write_bytes_atomic(Path(path), data)
+    atomic_write_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -143,7 +142,7 @@ def export_benchmark(
     for role, (file_name, frame) in frames.items():
         data = _frame_bytes(frame)
         paths[role] = out / file_name
-        write_bytes_atomic(paths[role], data)
+        atomic_write_bytes(paths[role], data)
         hashes[file_name] = hashlib.sha256(data).hexdigest()
     first = levels.row(0, named=True)
     info = {
@@ -159,5 +158,5 @@ def export_benchmark(
         "files_sha256": hashes,
     }
     paths["benchmark_json"] = out / "benchmark.json"
-    write_bytes_atomic(paths["benchmark_json"], (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(paths["benchmark_json"], (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return paths

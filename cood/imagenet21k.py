@@ -24,8 +24,6 @@ import hashlib
 import io
 import json
 import os
-import re
-import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-WNID_PATTERN = re.compile(r"n\d{8}")
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+from common import IMAGE_EXTENSIONS, WNID_PATTERN, atomic_write_bytes
+
 MANIFEST_COLUMNS = ("wnid", "class_index", "path", "role")
 MANIFEST_FORMAT = "uebench-ood-split/1"
 ROLES = ("estimation", "test")
@@ -210,17 +208,6 @@ def build_split(
     )
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def sidecar_path(csv_path: str | os.PathLike[str]) -> Path:
     """The JSON sidecar of a manifest CSV: same folder and stem, ``.json`` suffix."""
     return Path(csv_path).with_suffix(".json")
@@ -234,8 +221,8 @@ def write_manifest(manifest: SplitManifest, path: str | os.PathLike[str]) -> str
     data = manifest.csv_bytes()
     digest = hashlib.sha256(data).hexdigest()
     header = manifest.header(digest)
-    write_bytes_atomic(path, data)
-    write_bytes_atomic(sidecar_path(path), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(sidecar_path(path), (json.dumps(header, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return digest
 
 

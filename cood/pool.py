@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common import WNID_PATTERN, atomic_write_text
 from hsc.taxonomy import Taxonomy, load_taxonomy
 
 WORDNET_FILTERED_V1_PATH = Path(__file__).with_name("data") / "wordnet_filtered_v1.txt"
 WORDNET_FILTERED_V1_SHA256 = "1f48739e446acb10414ddc837b00fd4405b33e81a1f64069b804528bc807ebcf"
 WORDNET_FILTERED_V1_COUNT = 18_838
-_WNID = re.compile(r"n\d{8}")
 _EXCLUDE_LINE = re.compile(r"(?P<wnid>\S+)\s*#\s*(?P<comment>.*\S)\s*")
 
 
@@ -83,7 +83,7 @@ def read_exclusions(path: str | os.PathLike[str], candidates: Collection[str]) -
         if match is None:
             raise ValueError(f"exclude: {path} line {number}: expected 'wnid  # reason', found {stripped!r}")
         wnid, comment = match["wnid"], match["comment"]
-        if not _WNID.fullmatch(wnid):
+        if not WNID_PATTERN.fullmatch(wnid):
             raise ValueError(f"exclude: {path} line {number}: expected a wnid like n03942813, found {wnid!r}")
         if wnid not in candidates:
             raise ValueError(
@@ -196,9 +196,5 @@ def wordnet_filtered_v1() -> list[str]:
 
 def write_class_list(wnids: Sequence[str], path: str | os.PathLike[str]) -> str:
     """Write one wnid per line atomically (temp file + os.replace); returns the list's SHA-256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{w}\n" for w in wnids), encoding="ascii")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(f"{w}\n" for w in wnids), encoding="ascii")
     return class_list_sha256(wnids)

@@ -22,19 +22,18 @@ import hashlib
 import io
 import json
 import os
-import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from common import WNID_PATTERN, atomic_write_bytes
+
 SNAPSHOT_PATH = Path(__file__).with_name("data") / "wordnet_taxonomy_v1.json.gz"
 SNAPSHOT_FORMAT = "uebench-wordnet-taxonomy"
 SNAPSHOT_FORMAT_VERSION = 1
 LIST_NAMES = ("imagenet1k", "imagenet21k_goog", "imagenet22k")
-_WNID = re.compile(r"n\d{8}")
 
 
 def _csr_gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -261,19 +260,6 @@ def _serialise(payload: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _pointer_order(data_noun: BinaryIO, offset: int) -> list[str]:
     """Hypernyms ('@') then instance hypernyms ('@i') of the data.noun line at byte ``offset``, each in the
     line's pointer order. (nltk keeps pointers in a set, so its ``hypernyms()`` order is arbitrary.)"""
@@ -306,7 +292,7 @@ def build_snapshot(
     lists: dict[str, list[str]] = {}
     for name, values in synset_lists.items():
         values = [str(v).strip() for v in values]
-        bad = [v for v in values if not _WNID.fullmatch(v)]
+        bad = [v for v in values if not WNID_PATTERN.fullmatch(v)]
         if bad:
             raise ValueError(f"synset_lists[{name!r}]: expected wnids like 'n01440764', found {bad[:3]}")
         if len(set(values)) != len(values):
@@ -360,6 +346,6 @@ def build_snapshot(
         },
     }
     path = Path(path)
-    _atomic_write_bytes(path, _serialise(payload))
+    atomic_write_bytes(path, _serialise(payload))
     _load_cached.cache_clear()
     return path

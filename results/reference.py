@@ -15,15 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-# The published κ names and ours (cood.md §5; the same table as cood.confidence.REFERENCE_NAMES, which results
-# may not import).
-REFERENCE_KAPPAS: dict[str, str] = {
-    "softmax": "msp",
-    "entropy": "neg_entropy",
-    "max_logit": "max_logit",
-    "odin_temperature-2_noise_mag-1e-05": "odin",
-    "mcd_entropy": "mcd_neg_entropy",
-}
+from common import KAPPA_FROM_PUBLISHED
 
 _REQUIRED = {
     "severity level": "level",
@@ -43,11 +35,11 @@ _NUMERIC = ("percentile_raw", "ood_auroc", "ood_avg_conf", "id_accuracy", "id_au
 
 def our_kappa(confidence_function: pl.Expr) -> pl.Expr:
     """Published κ name -> ours: exact names, then ``<name>_<key>`` of a known name; others unchanged."""
-    result = confidence_function.replace_strict(REFERENCE_KAPPAS, default=None, return_dtype=pl.String)
-    for published in sorted(REFERENCE_KAPPAS, key=len, reverse=True):
+    result = confidence_function.replace_strict(KAPPA_FROM_PUBLISHED, default=None, return_dtype=pl.String)
+    for published in sorted(KAPPA_FROM_PUBLISHED, key=len, reverse=True):
         result = (
             pl.when(result.is_null() & confidence_function.str.starts_with(published + "_"))
-            .then(pl.lit(REFERENCE_KAPPAS[published]))
+            .then(pl.lit(KAPPA_FROM_PUBLISHED[published]))
             .otherwise(result)
         )
     return result.fill_null(confidence_function)

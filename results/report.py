@@ -14,8 +14,6 @@ import base64
 import datetime as dt
 import html
 import io
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,8 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from common import DB_FILENAME, atomic_write_text
 from results.sql import canned_query
-from results.store import DB_FILENAME, Store
+from results.store import Store
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -413,11 +412,4 @@ def build_report(source: Path, output: Path | None = None, max_models: int = 8) 
         f"</p><ul>{toc}</ul>{body}</body></html>\n"
     )
     output = Path(output) if output is not None else db_path.parent / "reports" / "report.html"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(document, encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return output
+    return atomic_write_text(output, document)

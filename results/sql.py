@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from common import atomic_write_bytes
 from results.store import Store, StoreError
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -154,11 +153,4 @@ def write_output(data: bytes, output: Path) -> Path:
     output = Path(output)
     if output.is_dir():
         raise QueryError(f"--output must be a file path, got the folder {output}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return output
+    return atomic_write_bytes(output, data)

@@ -30,9 +30,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common import DB_FILENAME
 from results import migrations, schema
 
-DB_FILENAME = "uebench.duckdb"
 SAMPLES_VIEW = "samples"
 
 _EMPTY_SAMPLES = (

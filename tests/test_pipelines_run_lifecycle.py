@@ -16,8 +16,7 @@ from pathlib import Path
 from folders import imagenet_folder
 
 from pipelines.data.datasets import imagenet1k_wnids
-from pipelines.engine.driver import DB_NAME
-from results.store import Store
+from results.store import Store, database_path
 
 WNIDS = imagenet1k_wnids()[:4]
 MODELS = ("timm:test_vit@random", "timm:test_convnext@random", "timm:test_efficientnet@random")
@@ -35,7 +34,7 @@ def _args(root: Path, workspace: Path, models=MODELS) -> list[str]:
 
 
 def _runs(workspace: Path) -> list[dict]:
-    with Store.open(workspace / DB_NAME, read_only=True, samples=False) as store:
+    with Store.open(database_path(workspace), read_only=True, samples=False) as store:
         return list(store.query("SELECT * FROM runs ORDER BY started_at").iter_rows(named=True))
 
 
@@ -95,7 +94,7 @@ def test_ctrl_c_exits_130_records_the_run_and_the_rerun_completes(tmp_path):
     assert _lock_is_free(workspace)
     again = subprocess.run(_args(root, workspace), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    with Store.open(workspace / DB_NAME, read_only=True, samples=False) as store:
+    with Store.open(database_path(workspace), read_only=True, samples=False) as store:
         counts = store.query("SELECT model_id, sum(n_samples) AS n FROM run_tasks WHERE run_id = "
                              f"'{_runs(workspace)[-1]['run_id']}' GROUP BY model_id")
     assert sorted(counts["n"].to_list()) == [len(WNIDS) * 40] * len(MODELS)  # every image, once per model

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from pipelines.cli import main
-from results.reference import REFERENCE_KAPPAS, read_reference_csv
+from results.reference import read_reference_csv
 from results.sql import canned_query, run_query
 from results.store import Store, database_path, ingest_frames
 
@@ -61,10 +61,12 @@ def test_code_generated_format_and_kappa_names(tmp_path: Path) -> None:
     assert frame["id_dataset"].unique().to_list() == ["imagenet_val"]
 
 
-def test_kappa_table_agrees_with_cood() -> None:
-    from cood.confidence import REFERENCE_NAMES
+def test_kappa_name_table_reads_both_ways() -> None:
+    from common import KAPPA_FROM_PUBLISHED, PUBLISHED_KAPPA_NAMES
 
-    assert {published: ours for ours, published in REFERENCE_NAMES.items()} == REFERENCE_KAPPAS
+    assert len(set(PUBLISHED_KAPPA_NAMES.values())) == len(PUBLISHED_KAPPA_NAMES)  # one published name per κ
+    assert all(KAPPA_FROM_PUBLISHED[PUBLISHED_KAPPA_NAMES[ours]] == ours for ours in PUBLISHED_KAPPA_NAMES)
+    assert PUBLISHED_KAPPA_NAMES["msp"] == "softmax" and KAPPA_FROM_PUBLISHED["entropy"] == "neg_entropy"  # cood.md §5
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from common import atomic_write_bytes
 from cood import confidence
 from cood.export import export_benchmark
-from cood.imagenet21k import SplitManifest, read_manifest, write_bytes_atomic
+from cood.imagenet21k import SplitManifest, read_manifest
 from pipelines.analyses.cood import analyse_cood
 from pipelines.data.datasets import ood_manifest_path
 from pipelines.engine.outputs import Outputs, read_outputs
@@ -88,7 +89,7 @@ def align_with_manifest(outputs: Outputs, manifest: SplitManifest, what: str) ->
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 

@@ -102,11 +102,11 @@ def register(app: typer.Typer) -> None:
 
         Exit code: 0 ok, 3 some models or analyses failed (the others' results are stored), 1 every model
         failed, 2 bad input or a busy workspace, 130 interrupted (docs/engine.md)."""
-        from pipelines.engine.driver import DB_NAME
         from pipelines.engine.lifecycle import exit_code_for
         from pipelines.engine.run_config import load_config, load_raw, parse_config
         from pipelines.engine.summary import print_summary
         from pipelines.run import run_from_config
+        from results.store import database_path
 
         flags = (model, id_root, ood_root, ray_address, analysis)
         numbers = {
@@ -124,9 +124,9 @@ def register(app: typer.Typer) -> None:
         ids = context.id_datasets()
         if context.status != "failed" and ids:
             models = [m.model_id for m in context.models]
-            print_summary(context.console, context.workspace / DB_NAME, ids[0].name, models)
+            print_summary(context.console, database_path(context.workspace), ids[0].name, models)
         context.console.print(f"workspace: {context.workspace}")
-        context.console.print(f"  database: {context.workspace / DB_NAME}")
+        context.console.print(f"  database: {database_path(context.workspace)}")
         context.console.print(f"  log:      {context.workspace / 'logs' / (context.run_id + '.log')}")
         if context.status != "ok":
             context.console.print(

@@ -7,15 +7,12 @@ order); OOD datasets label it with the index of its class in the sorted list of 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from common import IMAGE_EXTENSIONS, WNID_PATTERN
 from pipelines.errors import UserError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-WNID_PATTERN = re.compile(r"^n\d{8}$")
 
 
 @lru_cache(maxsize=1)
@@ -50,14 +47,14 @@ class ImageDataset:
 def _class_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise UserError(f"dataset folder {root} does not exist")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and WNID_PATTERN.match(p.name))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and WNID_PATTERN.fullmatch(p.name))
     if not folders:
         raise UserError(f"dataset folder {root} has no <wnid>/ class folders (expected e.g. {root}/n01440764/)")
     return folders
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _read_ground_truth(path: Path) -> dict[str, str]:
@@ -100,7 +97,7 @@ def load_flat(name: str, root: Path, ground_truth: Path) -> ImageDataset:
     index = {w: i for i, w in enumerate(imagenet1k_wnids())}
     images = _images(root)
     if not images:
-        raise UserError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"dataset folder {root} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     missing = [p.name for p in images if p.stem not in truth]
     if missing:
         raise UserError(f"{len(missing)} images of {root} have no label in {ground_truth} (e.g. {missing[0]})")
@@ -142,7 +139,8 @@ def load_folder(name: str, root: Path, kind: str) -> ImageDataset:
             sample_ids.append(image.relative_to(root).as_posix())
             labels.append(index[folder.name])
     if not sample_ids:
-        raise UserError(f"dataset folder {root} has class folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise UserError(f"dataset folder {root} has class folders but no images ({extensions})")
     return ImageDataset(name, root, kind, tuple(sample_ids), tuple(labels), class_wnids)
 
 

@@ -21,9 +21,10 @@ from rich.console import Console
 import pipelines.analyses as analyses
 from pipelines.data.datasets import load_folder, load_ood_split
 from pipelines.demo.data import ID_DATASET, OOD_DATASET, build_demo_data
-from pipelines.engine.driver import DB_NAME, RunContext, ensure_workspace, execute
+from pipelines.engine.driver import RunContext, ensure_workspace, execute
 from pipelines.engine.summary import print_summary
 from pipelines.zoo import resolve_all
+from results.store import database_path
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
 DEMO_ANALYSES = ("selective", "cood", "hsc")
@@ -68,13 +69,13 @@ def run_demo(
     )
     from results.report import build_report
 
-    db_path = workspace / DB_NAME
+    db_path = database_path(workspace)
     print_summary(console, db_path, "the demo ImageNet val")
     with console.status("writing the HTML report"):
         report = build_report(workspace)
     console.print(f"workspace: {workspace}")
     console.print(f"  outputs:  {workspace / 'outputs'}")
-    console.print(f"  database: {workspace / DB_NAME}  (query it: uebench sql --workspace {workspace} \"...\")")
+    console.print(f"  database: {database_path(workspace)}  (query it: uebench sql --workspace {workspace} \"...\")")
     console.print(f"  report:   {report}")
     console.print(f"demo finished in {time.perf_counter() - started:.1f} s")
     return context
@@ -84,5 +85,5 @@ def demo_summary(workspace: Path) -> pl.DataFrame:
     """The demo's headline rows (one per model) from the database, for tests and scripts."""
     from results.store import Store
 
-    with Store.open(Path(workspace) / DB_NAME, read_only=True) as store:
+    with Store.open(database_path(workspace), read_only=True) as store:
         return store.query("SELECT * FROM selective_metrics WHERE kappa = 'msp' AND NOT temperature_scaled")

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from common import atomic_write_text
+
 RECIPE_VERSION = 1
 MAX_SIDE = 400
 
@@ -161,9 +163,7 @@ def build_demo_data(data_dir: Path, images_per_class: int = 24, seed: int = 0) -
             if root.exists():
                 shutil.rmtree(root)
             os.replace(staging / name, root)
-        tmp = recipe_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(recipe, indent=2))
-        os.replace(tmp, recipe_file)
+        atomic_write_text(recipe_file, json.dumps(recipe, indent=2))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return roots

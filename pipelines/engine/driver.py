@@ -33,8 +33,7 @@ from pipelines.engine.provenance import code_version, device_description, librar
 from pipelines.engine.stream import EngineSettings, Plan, run_inference
 from pipelines.errors import UserError
 from pipelines.zoo import ModelSpec
-
-DB_NAME = "uebench.duckdb"
+from results.store import database_path
 
 # An analysis gets the run context and returns {table name: rows} to ingest.
 Analysis = Callable[["RunContext"], dict[str, pl.DataFrame]]
@@ -230,7 +229,7 @@ def execute(
     run_id = new_run_id()
     inference = inference or InferenceOptions()
     settings = settings or EngineSettings(cpus_per_actor=inference.threads)
-    db_path = workspace / DB_NAME
+    db_path = database_path(workspace)
     with WorkspaceLock.acquire(workspace, run_id, command):
         marked = mark_interrupted_runs(db_path, by=command)
         if marked:
@@ -305,7 +304,7 @@ def _execute_locked(
         ),
     })
     t0 = time.perf_counter()
-    db_path = workspace / DB_NAME
+    db_path = database_path(workspace)
     with Store.open(db_path, samples=False) as store:
         store.ingest("runs", pl.DataFrame([run_row], infer_schema_length=None))
 

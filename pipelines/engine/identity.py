@@ -220,7 +220,7 @@ def manifest_path(parquet: Path) -> Path:
 
 def write_manifest(parquet: Path, identity: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Hash ``parquet`` and write its manifest atomically (after the Parquet file is in place)."""
-    from cood.imagenet21k import write_bytes_atomic
+    from common import atomic_write_bytes
 
     stat = parquet.stat()
     manifest = {
@@ -229,7 +229,7 @@ def write_manifest(parquet: Path, identity: dict[str, Any], extra: dict[str, Any
         "parquet_bytes": stat.st_size,
         **extra,
     }
-    write_bytes_atomic(manifest_path(parquet), json.dumps(manifest, sort_keys=True, indent=1).encode())
+    atomic_write_bytes(manifest_path(parquet), json.dumps(manifest, sort_keys=True, indent=1).encode())
     return manifest
 
 

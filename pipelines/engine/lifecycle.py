@@ -68,7 +68,7 @@ _TEMP_FILE = re.compile(r"^\..+\.tmp(\.npy)?$")
 _TEMP_FOLDERS = ("outputs", "reports", "datasets", "cache", "cood")
 # Temporary files and folders a run or the demo leaves at the workspace top (or in data/) when killed.
 _TOP_PATTERNS = (".attempts-*", ".write-test-*")
-_DATA_PATTERNS = (".staging-*", "recipe.tmp")
+_DATA_PATTERNS = (".staging-*", ".*.tmp", "recipe.tmp")
 # A temporary file younger than this may belong to a command that is writing it now (a report, a C-OOD
 # export, a starting run's write probe), which never holds the lock for long: left alone.
 STALE_AFTER_S = 60.0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common import temp_path
 from pipelines.errors import UserError
 
 
@@ -99,7 +99,7 @@ class ShardWriter:
     def __init__(self, path: Path, metadata: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
-        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        self.tmp = temp_path(self.path)
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 

@@ -18,7 +18,6 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common import atomic_output
 from pipelines.errors import UserError
 from pipelines.zoo import (
     IMAGENET_NUM_CLASSES,
@@ -235,18 +235,6 @@ def _cache_key(ms: ModelSpec, templates: tuple[str, ...], classnames: tuple[str,
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(tensor, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cached_class_embeddings(ms: ModelSpec, clip_model: nn.Module) -> torch.Tensor:
     """The model's ``(1000, D) float32`` class vectors: memory cache, then disk cache, else computed and saved."""
     import open_clip
@@ -269,7 +257,8 @@ def cached_class_embeddings(ms: ModelSpec, clip_model: nn.Module) -> torch.Tenso
         tokenizer = open_clip.get_tokenizer(ms.name)
         device = next(clip_model.parameters()).device
         vectors = class_embeddings(clip_model, tokenizer, classnames, templates, device).cpu()
-        _save_atomic(vectors, path)
+        with atomic_output(path) as tmp:
+            torch.save(vectors, tmp)
     _MEMORY_CACHE[key] = vectors
     return vectors
 
