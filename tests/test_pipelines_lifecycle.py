@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from synthetic_results import synthetic_frames, write_synthetic_outputs
 
 from pipelines.cli import main
 from pipelines.engine.lifecycle import (
@@ -32,7 +33,6 @@ from pipelines.engine.lifecycle import (
 )
 from pipelines.errors import UserError
 from results.store import DamagedOutputWarning, Store, database_path, ingest_frames, readable_outputs
-from results.synthetic import synthetic_frames, write_synthetic_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "20260102T225107Z-ab12cd"
