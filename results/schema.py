@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -280,9 +281,9 @@ def _ddl(table: str) -> str:
 
 
 @functools.cache
-def column_types(table: str) -> dict[str, str]:
+def column_types(table: str) -> Mapping[str, str]:
     """Column name -> DuckDB type (as written, e.g. ``DOUBLE[]``) of ``table``, in the order of its CREATE
-    statement in :data:`TABLES`; ValueError for an unknown table.
+    statement in :data:`TABLES` (read-only: it is cached); ValueError for an unknown table.
 
     Each column is one line ``name TYPE [constraints] [-- comment]``; the table-level ``PRIMARY KEY (...)`` line
     is no column.
@@ -296,12 +297,12 @@ def column_types(table: str) -> dict[str, str]:
             continue
         name, dtype = definition.split()[:2]
         columns[name] = dtype.upper()
-    return columns
+    return MappingProxyType(columns)
 
 
-@functools.cache
 def polars_schema(table: str) -> pl.Schema:
-    """The polars schema of ``table``: its columns in DDL order with the dtypes of :data:`POLARS_TYPES`.
+    """The polars schema of ``table`` (a new one each call): its columns in DDL order with the dtypes of
+    :data:`POLARS_TYPES`.
 
     ValueError for an unknown table or a DuckDB type without a polars dtype here.
     """

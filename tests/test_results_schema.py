@@ -42,15 +42,12 @@ def test_unknown_table_and_unmapped_type_are_errors(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="unknown table 'nope'"):
         schema.polars_schema("nope")
     monkeypatch.setitem(schema.TABLES, "odd", "CREATE TABLE odd (\n  x HUGEINT,\n  PRIMARY KEY (x)\n)")
-    schema.column_types.cache_clear()
-    schema.polars_schema.cache_clear()
     try:
         assert schema.column_types("odd") == {"x": "HUGEINT"}
         with pytest.raises(ValueError, match=r"odd\.x: no polars dtype for the DuckDB type 'HUGEINT'"):
             schema.polars_schema("odd")
     finally:
         schema.column_types.cache_clear()
-        schema.polars_schema.cache_clear()
 
 
 def test_table_frame_from_columns_fills_nulls_and_repeats_scalars() -> None:
