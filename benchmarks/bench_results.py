@@ -23,11 +23,13 @@ import polars as pl
 from timing import median_time, print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic results fixture
+
+from synthetic_results import synthetic_frames  # tests/synthetic_results.py (a test fixture, not installed)
 
 from results.schema import TABLES
 from results.sql import canned_query, run_query
 from results.store import Store, ingest_frames
-from results.synthetic import synthetic_frames
 
 METRIC_TABLES = ("models", "selective_metrics", "cood_levels", "hsc_rules")
 

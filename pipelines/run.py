@@ -21,7 +21,7 @@ def load_datasets(config: RunConfig) -> list[ImageDataset]:
             loaded.append(
                 load_ood_split(
                     ds.name, ds.root, config.workspace, seed=config.seed, per_class=ds.per_class,
-                    n_estimation=ds.n_estimation, min_images=ds.per_class, min_classes=config.cood_window,
+                    n_estimation=ds.n_estimation, min_images=ds.per_class, min_classes=config.analysis.cood_window,
                 )
             )
         else:
@@ -40,13 +40,6 @@ def default_analyses(datasets: list[ImageDataset]) -> list[str]:
     return wanted
 
 
-def cood_kappas(config: RunConfig) -> tuple[str, ...]:
-    """κ of the C-OOD analysis: the standard logit-based three plus every model-in-the-loop score requested
-    (``mcd_pred`` is a prediction, not a score)."""
-    extra = tuple(name for name in config.inference.model_confidences if name != "mcd_pred")
-    return ("msp", "neg_entropy", "max_logit", *extra)
-
-
 def run_from_config(config: RunConfig) -> RunContext:
     """Validate everything that can be validated before touching the workspace, then run."""
     datasets = load_datasets(config)
@@ -60,10 +53,7 @@ def run_from_config(config: RunConfig) -> RunContext:
         datasets,
         config.workspace,
         [(name, analyses.REGISTRY[name]) for name in names],
-        options={
-            "split_seed": config.seed, "cood_kappas": cood_kappas(config), "cood_window": config.cood_window,
-            "cood_levels": config.cood_levels, "hsc_repetitions": config.hsc_repetitions,
-        },
+        options=config.analysis,
         config=config.raw,
         inference=config.inference,
         settings=config.engine,

@@ -4,9 +4,21 @@
 of the public contract: analyses produce rows with exactly these columns (extra provenance columns are
 listed here too, so nothing is silently dropped on ingest). ``PRIMARY_KEYS`` gives each table's natural
 key: re-ingesting a row with the same key replaces it.
+
+The polars side is derived from the same DDL, never written twice: :func:`column_types` reads a table's
+columns and DuckDB types from its CREATE statement, :func:`polars_schema` maps them to polars dtypes
+(:data:`POLARS_TYPES`), :func:`table_frame` builds a frame of a table from columns or rows, and
+:func:`with_values` sets provenance columns (run id, code version) on frames that an analysis returned.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import polars as pl
 
 SCHEMA_VERSION = 2
 
@@ -248,3 +260,97 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "hsc_calibration": ("model_id", "method", "alpha"),
     "reference_cood_levels": ("model_name", "kappa", "level"),
 }
+
+# DuckDB type of a contract column -> its polars dtype (JSON travels as text; TIMESTAMP is naive, microseconds).
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "JSON": pl.String(),
+    "BOOLEAN": pl.Boolean(),
+    "INTEGER": pl.Int32(),
+    "BIGINT": pl.Int64(),
+    "DOUBLE": pl.Float64(),
+    "DOUBLE[]": pl.List(pl.Float64()),
+    "TIMESTAMP": pl.Datetime("us"),
+}
+
+
+def _ddl(table: str) -> str:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(sorted(TABLES))}")
+    return TABLES[table]
+
+
+@functools.cache
+def column_types(table: str) -> Mapping[str, str]:
+    """Column name -> DuckDB type (as written, e.g. ``DOUBLE[]``) of ``table``, in the order of its CREATE
+    statement in :data:`TABLES` (read-only: it is cached); ValueError for an unknown table.
+
+    Each column is one line ``name TYPE [constraints] [-- comment]``; the table-level ``PRIMARY KEY (...)`` line
+    is no column.
+    """
+    ddl = _ddl(table)
+    body = ddl[ddl.index("(") + 1 : ddl.rindex(")")]
+    columns: dict[str, str] = {}
+    for line in body.splitlines():
+        definition = line.split("--", 1)[0].strip().rstrip(",").strip()
+        if not definition or definition.upper().startswith("PRIMARY KEY"):
+            continue
+        name, dtype = definition.split()[:2]
+        columns[name] = dtype.upper()
+    return MappingProxyType(columns)
+
+
+def polars_schema(table: str) -> pl.Schema:
+    """The polars schema of ``table`` (a new one each call): its columns in DDL order with the dtypes of
+    :data:`POLARS_TYPES`.
+
+    ValueError for an unknown table or a DuckDB type without a polars dtype here.
+    """
+    schema = {}
+    for name, dtype in column_types(table).items():
+        if dtype not in POLARS_TYPES:
+            raise ValueError(f"{table}.{name}: no polars dtype for the DuckDB type {dtype!r}; add it to POLARS_TYPES")
+        schema[name] = POLARS_TYPES[dtype]
+    return pl.Schema(schema)
+
+
+def table_frame(
+    table: str, data: pl.DataFrame | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> pl.DataFrame:
+    """A frame with exactly ``table``'s columns, in DDL order and dtypes (:func:`polars_schema`).
+
+    ``data``: a frame, column name -> values (a scalar is repeated over the rows) or a sequence of row
+    mappings. Columns it lacks are null; a column the table does not have raises ValueError (nothing is
+    silently dropped).
+    """
+    target = polars_schema(table)
+    if isinstance(data, pl.DataFrame):
+        data = data.to_dict()
+    rows = not isinstance(data, Mapping)
+    names = list(dict.fromkeys(key for row in data for key in row)) if rows else list(data)
+    unknown = [name for name in names if name not in target]
+    if unknown:
+        raise ValueError(f"table {table!r} has no column(s) {', '.join(unknown)}; columns: {', '.join(target)}")
+    if not names:  # no column at all: no rows either (a literal alone would make one row)
+        return pl.DataFrame(schema=target)
+    given = {name: target[name] for name in names}
+    if rows:
+        frame = pl.DataFrame([{name: row.get(name) for name in names} for row in data], schema=given)
+    else:
+        frame = pl.DataFrame(data, schema=given)
+    return frame.select(
+        [pl.col(name) if name in given else pl.lit(None, dtype=dtype).alias(name) for name, dtype in target.items()]
+    )
+
+
+def with_values(tables: Mapping[str, pl.DataFrame], **values: Any) -> dict[str, pl.DataFrame]:
+    """``tables`` (table name -> frame) with each column named in ``values`` set to that one value, in the
+    table's dtype, on every table that has the column (the caller's provenance: ``run_id=...``,
+    ``code_sha=...``); tables without it are returned unchanged."""
+    out = {}
+    for name, frame in tables.items():
+        target = polars_schema(name)
+        columns = [pl.lit(value, dtype=target[column]).alias(column) for column, value in values.items()
+                   if column in target]
+        out[name] = frame.with_columns(columns) if columns else frame
+    return out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from synthetic_results import synthetic_frames, write_synthetic_outputs
 
 from pipelines.cli import main
 from pipelines.engine.lifecycle import (
@@ -32,7 +33,6 @@ from pipelines.engine.lifecycle import (
 )
 from pipelines.errors import UserError
 from results.store import DamagedOutputWarning, Store, database_path, ingest_frames, readable_outputs
-from results.synthetic import synthetic_frames, write_synthetic_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "20260102T225107Z-ab12cd"
@@ -270,7 +270,7 @@ def test_run_flags_land_in_the_raw_config(tmp_path: Path) -> None:
     assert raw["cood"] == {"window": 5, "levels": 4} and "inference" not in raw
     config = parse_config(raw, tmp_path)
     ood = next(d for d in config.datasets if d.kind == "ood")
-    assert (ood.per_class, ood.n_estimation, config.cood_window, config.cood_levels) == (6, 3, 5, 4)
+    assert (ood.per_class, ood.n_estimation, config.analysis.cood_window, config.analysis.cood_levels) == (6, 3, 5, 4)
     # over a config file: flags override its values and keep the rest; the parsed config is not modified
     base = {
         "datasets": {"in21k": {"kind": "ood", "root": "x", "per_class": 200, "n_estimation": 150}},

@@ -166,6 +166,15 @@ def test_run_stores_odin_and_mc_dropout_columns_with_their_parameters(tmp_path):
     assert out.kappa_params("odin") == {"temperature": 2.0, "epsilon": 1e-5}
     with Store.open(workspace / "uebench.duckdb", read_only=True) as store:
         rows = store.query("SELECT DISTINCT kappa, kappa_params FROM cood_levels ORDER BY kappa")
+        (run_id, run_config), = store.query("SELECT run_id, config FROM runs").rows()
+        written_by = store.query(
+            "SELECT DISTINCT run_id FROM cood_levels UNION SELECT DISTINCT run_id FROM selective_metrics"
+        )
+    # provenance added by the caller, and the analysis options the run used recorded with it
+    assert written_by["run_id"].to_list() == [run_id]
+    analysis = json.loads(run_config)["analysis"]
+    assert (analysis["seed"], analysis["cood_window"], analysis["cood_levels"]) == (5, 2, 3)
+    assert analysis["cood_kappas"] == ["msp", "neg_entropy", "max_logit", "odin", "msp_t2", "mcd_neg_entropy"]
     by_kappa = dict(rows.iter_rows())
     assert set(by_kappa) == {"msp", "neg_entropy", "max_logit", "odin", "msp_t2", "mcd_neg_entropy"}
     assert json.loads(by_kappa["odin"])["epsilon"] == 1e-5

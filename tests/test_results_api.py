@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from synthetic_results import synthetic_frames
 
 import results
 from results import schema
 from results.sql import QueryError
 from results.store import StoreError, database_path, ingest_frames
-from results.synthetic import synthetic_frames
 
 
 def test_import_results_is_light() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_results import ID_DATASET, OOD_DATASET, synthetic_frames, write_synthetic_outputs
 
 from pipelines.cli import main
 from results.report import (
@@ -21,7 +22,6 @@ from results.report import (
     risk_coverage,
 )
 from results.store import Store, StoreError, database_path, ingest_frames
-from results.synthetic import ID_DATASET, OOD_DATASET, synthetic_frames, write_synthetic_outputs
 
 SECTIONS = (
     "leaderboard-selective",

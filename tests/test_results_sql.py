@@ -11,12 +11,12 @@ import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from synthetic_results import synthetic_frames, write_synthetic_outputs
 
 from pipelines.cli import main
 from results import schema
 from results.sql import QueryError, canned_queries, canned_query, check_read_only, render, run_query
 from results.store import Store, database_path, ingest_frames
-from results.synthetic import synthetic_frames, write_synthetic_outputs
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
+from synthetic_results import synthetic_frames, write_synthetic_outputs
 
 from results import migrations, schema
 from results.store import Store, StoreError, database_path, ingest_frames
-from results.synthetic import synthetic_frames, write_synthetic_outputs
 
 
 @pytest.fixture(scope="module")

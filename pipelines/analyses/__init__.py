@@ -1,7 +1,11 @@
 """The analyses the driver runs after inference, each reading per-sample outputs and returning table rows.
 
 Every analysis is a pure function of the stored outputs (infer once, analyse many times): rerunning one never
-re-runs a model. Each returns ``{table name: polars.DataFrame}`` in the schema of ``results/schema.py``.
+re-runs a model. Each returns ``{table name: polars.DataFrame}`` in the schema of ``results/schema.py``; the
+per-model functions here add the run's provenance (``run_id``) to the numbers the analysis functions return.
+
+Options come as one frozen :class:`~pipelines.analysis_options.AnalysisOptions` (``RunContext.options``), whose
+defaults are the only ones.
 
 Each analysis is a per-model function mapped over the run's models (:func:`map_models`): one Ray task per model
 when there are several, so the hierarchical threshold study of hundreds of models spreads over the cluster
@@ -19,10 +23,14 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.analysis_options import AnalysisOptions
 from pipelines.data.datasets import ImageDataset
 from pipelines.engine.driver import Analysis, ModelAnalysisFailed, RunContext
 from pipelines.engine.outputs import read_outputs
 from pipelines.zoo import ModelSpec
+from results.schema import with_values
+
+__all__ = ["REGISTRY", "REQUIRES", "AnalysisInputs", "AnalysisOptions", "cood", "hsc", "map_models", "selective"]
 
 Tables = dict[str, pl.DataFrame]
 
@@ -33,7 +41,7 @@ class AnalysisInputs:
 
     workspace: Path
     run_id: str
-    options: dict[str, Any]
+    options: AnalysisOptions
     id_dataset: ImageDataset | None
     ood_dataset: ImageDataset | None
 
@@ -63,8 +71,7 @@ def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables
     Failed models raise :class:`ModelAnalysisFailed` warnings; if every model failed, a RuntimeError carries the
     first error."""
     ids, oods = ctx.id_datasets(), ctx.ood_datasets()
-    inputs = AnalysisInputs(ctx.workspace, ctx.run_id, dict(ctx.options), ids[0] if ids else None,
-                            oods[0] if oods else None)
+    inputs = AnalysisInputs(ctx.workspace, ctx.run_id, ctx.options, ids[0] if ids else None, oods[0] if oods else None)
     import ray
 
     done = ctx.on_model_done or (lambda model_id: None)
@@ -103,26 +110,32 @@ def _selective_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from pipelines.analyses.selective import analyse_selective
 
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
+    options = inputs.options
     frame = analyse_selective(
-        ms.model_id, out.logits, out.labels, split_seed=inputs.options.get("split_seed", 0), run_id=inputs.run_id
+        ms.model_id, out.logits, out.labels, kappas=options.selective_kappas, split_seed=options.seed,
+        n_fit=options.n_fit,
     )
-    return {"selective_metrics": frame}
+    return with_values({"selective_metrics": frame}, run_id=inputs.run_id)
 
 
 def selective(ctx: RunContext) -> Tables:
-    """Selective-prediction metrics (hsc.selective) of every model on the ID dataset."""
+    """Selective-prediction metrics (hsc.selective) of every model on the ID dataset.
+
+    Options: ``selective_kappas``, ``seed`` and ``n_fit`` (the temperature-scaling split).
+    """
     return map_models(ctx, _selective_one)
 
 
 def _cood_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from pipelines.analyses.cood_benchmark import build_benchmark
 
+    options = inputs.options
     parts = []
-    for kappa in inputs.options.get("cood_kappas", ("msp", "neg_entropy", "max_logit")):
+    for kappa in options.cood_kappas:
         tables, _ = build_benchmark(
             ms.model_id, kappa, workspace=inputs.workspace, id_dataset=inputs.id_dataset.name,
-            ood_dataset=inputs.ood_dataset.name, window=inputs.options.get("cood_window", 1000),
-            num_levels=inputs.options.get("cood_levels", 11), run_id=inputs.run_id,
+            ood_dataset=inputs.ood_dataset.name, window=options.cood_window, num_levels=options.cood_levels,
+            run_id=inputs.run_id,
         )
         parts.append(tables)
     return _concat(parts)
@@ -131,34 +144,33 @@ def _cood_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
 def cood(ctx: RunContext) -> Tables:
     """Per-(model, κ) C-OOD benchmarks: severity levels from the OOD estimation split, metrics on its test split.
 
-    Options: ``cood_kappas`` (default msp, neg_entropy, max_logit), ``cood_window`` (default 1000 = |ImageNet-1k|),
-    ``cood_levels`` (default 11). Each benchmark is also exported under ``<workspace>/cood/<model>/<κ>/``.
+    Options: ``cood_kappas``, ``cood_window`` (|Y_ID|), ``cood_levels``. Each benchmark is also exported under
+    ``<workspace>/cood/<model>/<κ>/``.
     """
     return map_models(ctx, _cood_one)
 
 
 def _hsc_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
     from hsc.hierarchy import load_imagenet_hierarchy
-    from hsc.study import DEFAULT_ALPHAS
     from pipelines.analyses.hsc import analyse_hsc
     from pipelines.analyses.selective import split_and_fit_temperature
 
-    seed = inputs.options.get("split_seed", 0)
+    options = inputs.options
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
-    temperature = split_and_fit_temperature(out.logits, out.labels, seed=seed)[3].temperature
-    return analyse_hsc(
-        ms.model_id, out.logits, out.labels, load_imagenet_hierarchy(), temperature=temperature,
-        alphas=inputs.options.get("hsc_alphas", DEFAULT_ALPHAS),
-        repetitions=inputs.options.get("hsc_repetitions", 1000), seed=seed, run_id=inputs.run_id,
+    temperature = split_and_fit_temperature(out.logits, out.labels, seed=options.seed, n_fit=options.n_fit)[3]
+    tables = analyse_hsc(
+        ms.model_id, out.logits, out.labels, load_imagenet_hierarchy(), temperature=temperature.temperature,
+        alphas=options.hsc_alphas, repetitions=options.hsc_repetitions, seed=options.seed,
     )
+    return with_values(tables, run_id=inputs.run_id)
 
 
 def hsc(ctx: RunContext) -> Tables:
     """Hierarchical selective classification of every model on the ID dataset (hsc.md §7).
 
     The hierarchy is the packaged ImageNet-1k WordNet tree; rows with temperature scaling use the T fitted on
-    the same seeded split as the selective analysis. Options: ``hsc_repetitions`` (threshold-study splits,
-    default 1000), ``hsc_alphas`` (default hsc.study.DEFAULT_ALPHAS), ``split_seed``.
+    the same seeded split as the selective analysis (options ``seed``, ``n_fit``). Options of the threshold
+    study: ``hsc_repetitions``, ``hsc_alphas``, ``seed``.
     """
     return map_models(ctx, _hsc_one)
 

@@ -1,7 +1,9 @@
 """The C-OOD analysis of one (model, κ): per-class severity, severity levels and per-level metrics.
 
 Pure array maths over stored per-sample confidences (architecture.md §1); produces the rows of the
-``cood_levels``, ``cood_level_classes`` and ``cood_class_severity`` tables of ``results/schema.py``.
+``cood_levels``, ``cood_level_classes`` and ``cood_class_severity`` tables of ``results/schema.py``, built
+through :func:`results.schema.table_frame`. Run and code provenance (``run_id``, ``code_sha``) is the caller's
+to add (:func:`results.schema.with_values`; pipelines.analyses.cood_benchmark does).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import polars as pl
 
 from cood.evaluate import evaluate_levels
 from cood.severity import class_severity, severity_levels
+from pipelines.analysis_options import DEFAULTS
+from results.schema import table_frame
 
 
 def _estimation_mask(ood_role: np.ndarray, size: int) -> np.ndarray:
@@ -42,16 +46,14 @@ def analyse_cood(
     ood_class: np.ndarray,
     ood_role: np.ndarray,
     class_wnids: Sequence[str],
-    window: int = 1000,
-    num_levels: int = 11,
+    window: int = DEFAULTS.cood_window,
+    num_levels: int = DEFAULTS.cood_levels,
     id_rank: np.ndarray | None = None,
     ood_rank: np.ndarray | None = None,
     kappa_params: dict[str, Any] | None = None,
     pool_version: str | None = None,
     class_list_sha256: str | None = None,
     split_seed: int | None = None,
-    run_id: str | None = None,
-    code_sha: str | None = None,
 ) -> dict[str, pl.DataFrame]:
     """Build and evaluate the C-OOD benchmark of one (model, κ).
 
@@ -60,10 +62,11 @@ def analyse_cood(
     ood_role: (M,) bool (True = estimation image) or 'estimation'/'test' strings.
     class_wnids: K wnids, K >= window. Severity comes from estimation images only, metrics from test images.
     id_rank / ood_rank: optional tie-free ranking keys of the κ values (log-MSP for MSP), used by every ranking
-    metric; the severity s(c) stays the mean of the κ values themselves.
+    metric; the severity s(c) stays the mean of the κ values themselves. kappa_params, pool_version,
+    class_list_sha256, split_seed: what the benchmark was built from, copied onto the cood_levels rows.
 
     Returns ``{"cood_levels", "cood_level_classes", "cood_class_severity"}`` polars frames whose columns are
-    those of results/schema.py.
+    those of results/schema.py; ``run_id`` and ``code_sha`` are null.
     """
     ood_conf = np.asarray(ood_conf)
     ood_class = np.asarray(ood_class)
@@ -94,19 +97,18 @@ def analyse_cood(
         pool_version=pool_version,
         class_list_sha256=class_list_sha256,
         split_seed=split_seed,
-        run_id=run_id,
-        code_sha=code_sha,
     )
-    level_classes = pl.DataFrame(
+    level_classes = table_frame(
+        "cood_level_classes",
         {
             "model_id": model_id,
             "kappa": kappa,
             "level": np.repeat(np.arange(levels.num_levels, dtype=np.int32), levels.window),
             "wnid": wnids[levels.classes.reshape(-1)],
         },
-        schema={"model_id": pl.Utf8, "kappa": pl.Utf8, "level": pl.Int32, "wnid": pl.Utf8},
     )
-    severity = pl.DataFrame(
+    severity = table_frame(
+        "cood_class_severity",
         {
             "model_id": model_id,
             "kappa": kappa,
@@ -114,6 +116,9 @@ def analyse_cood(
             "s": scores,
             "n_est": np.bincount(ood_class[estimation], minlength=num_classes).astype(np.int32),
         },
-        schema={"model_id": pl.Utf8, "kappa": pl.Utf8, "wnid": pl.Utf8, "s": pl.Float64, "n_est": pl.Int32},
     )
-    return {"cood_levels": table, "cood_level_classes": level_classes, "cood_class_severity": severity}
+    return {
+        "cood_levels": table_frame("cood_levels", table),
+        "cood_level_classes": level_classes,
+        "cood_class_severity": severity,
+    }

@@ -17,10 +17,12 @@ from cood import confidence
 from cood.export import export_benchmark
 from cood.imagenet21k import SplitManifest, read_manifest
 from pipelines.analyses.cood import analyse_cood
+from pipelines.analysis_options import DEFAULTS
 from pipelines.data.datasets import ood_manifest_path
 from pipelines.engine.outputs import Outputs, read_outputs
 from pipelines.engine.provenance import code_version
 from pipelines.errors import UserError
+from results.schema import with_values
 
 
 def kappa_values(outputs: Outputs, kappa: str, what: str) -> np.ndarray:
@@ -100,14 +102,15 @@ def build_benchmark(
     workspace: Path,
     id_dataset: str = "imagenet-val",
     ood_dataset: str = "imagenet21k",
-    window: int = 1000,
-    num_levels: int = 11,
+    window: int = DEFAULTS.cood_window,
+    num_levels: int = DEFAULTS.cood_levels,
     output: Path | None = None,
     run_id: str | None = None,
 ) -> tuple[dict[str, pl.DataFrame], Path]:
     """Run the C-OOD analysis of one (model, κ) over stored outputs and export it.
 
-    Returns (the three result tables, the export folder).
+    The tables carry the provenance this caller adds: ``code_sha`` (this code's version) and ``run_id``
+    (None outside a run). Returns (the three result tables, the export folder).
     """
     id_out = read_outputs(workspace, model_id, id_dataset)
     ood_out = read_outputs(workspace, model_id, ood_dataset)
@@ -133,10 +136,9 @@ def build_benchmark(
         pool_version=manifest.pool_version,
         class_list_sha256=manifest.class_list_sha256,
         split_seed=manifest.seed,
-        code_sha=code_version(),
         kappa_params=id_out.kappa_params(kappa),
-        run_id=run_id,
     )
+    tables = with_values(tables, code_sha=code_version(), run_id=run_id)
     folder = Path(output) if output is not None else Path(workspace) / "cood" / model_id / kappa
     export_benchmark(
         folder,

@@ -27,48 +27,13 @@ from hsc import curves, study
 from hsc.hierarchy import Hierarchy
 from hsc.parallel import map_row_chunks
 from hsc.rules import RULES
+from pipelines.analysis_options import DEFAULTS
+from results.schema import polars_schema, table_frame
 
 MAX_CURVE_POINTS = 512
 SOFTMAX_ROWS = 512  # rows per block of leaf_probabilities (4 MB of float64 at 1,000 classes)
 PAC_DELTA = 0.1
 STUDY_METHODS = ("conformal", "pac", "quantile", "darts")
-
-RULES_COLUMNS: dict[str, type[pl.DataType]] = {
-    "model_id": pl.String,
-    "rule": pl.String,
-    "temperature_scaled": pl.Boolean,
-    "risk_type": pl.String,
-    "haurc": pl.Float64,
-    "gain": pl.Float64,
-    "grid": pl.Int32,
-    "hierarchy_id": pl.String,
-    "run_id": pl.String,
-}
-CURVES_COLUMNS: dict[str, type[pl.DataType]] = {
-    "model_id": pl.String,
-    "rule": pl.String,
-    "temperature_scaled": pl.Boolean,
-    "risk_type": pl.String,
-    "point": pl.Int32,
-    "theta": pl.Float64,
-    "coverage": pl.Float64,
-    "risk": pl.Float64,
-}
-CALIBRATION_COLUMNS: dict[str, type[pl.DataType]] = {
-    "model_id": pl.String,
-    "method": pl.String,
-    "alpha": pl.Float64,
-    "delta": pl.Float64,
-    "n_cal": pl.Int64,
-    "repetitions": pl.Int32,
-    "seed": pl.Int64,
-    "theta_mean": pl.Float64,
-    "accuracy_mean": pl.Float64,
-    "accuracy_error": pl.Float64,
-    "coverage_mean": pl.Float64,
-    "violation_rate": pl.Float64,
-    "run_id": pl.String,
-}
 
 
 def downsample_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
@@ -145,19 +110,18 @@ def analyse_hsc(
     hierarchy: Hierarchy,
     *,
     temperature: float | None = None,
-    alphas: Sequence[float] = study.DEFAULT_ALPHAS,
-    repetitions: int = 1000,
-    seed: int = 0,
+    alphas: Sequence[float] = DEFAULTS.hsc_alphas,
+    repetitions: int = DEFAULTS.hsc_repetitions,
+    seed: int = DEFAULTS.seed,
     n_cal: int | None = None,
-    run_id: str | None = None,
 ) -> dict[str, pl.DataFrame]:
     """hAURC per rule and risk, the hRC curves and the threshold study of one model.
 
     logits: (N, L) float (L = hierarchy.num_leaves, class i = leaf i); labels: (N,) int leaf indices;
     temperature: T > 0 for additional temperature-scaled hsc_rules/hsc_curves rows; alphas, repetitions,
-    seed, n_cal (default min(5000, N // 2)): the threshold study; run_id: copied onto the hsc_rules and
-    hsc_calibration rows (provenance). Returns {table name: DataFrame} with
-    exactly the columns of results/schema.py.
+    seed, n_cal (default min(5000, N // 2)): the threshold study. Returns {table name: DataFrame} with
+    exactly the columns of results/schema.py; ``run_id`` is null (the caller adds provenance,
+    :func:`results.schema.with_values`).
     """
     labels = hierarchy.check_labels(labels, np.shape(logits)[0] if np.ndim(logits) == 2 else None)
     if temperature is not None:  # first, so that only one (N, L) and one (N, V) array are alive at a time
@@ -183,15 +147,10 @@ def analyse_hsc(
         n_cal=n_cal,
         seed=seed,
     )
-    calibration_rows = [
-        {"model_id": model_id, "run_id": run_id,
-         **{k: row[k] for k in CALIBRATION_COLUMNS if k not in ("model_id", "run_id")}}
-        for row in study_rows
-    ]
-    for row in rule_rows:
-        row["run_id"] = run_id
+    study_columns = [c for c in polars_schema("hsc_calibration") if c not in ("model_id", "run_id")]
+    calibration_rows = [{"model_id": model_id, **{k: row[k] for k in study_columns}} for row in study_rows]
     return {
-        "hsc_rules": pl.DataFrame(rule_rows, schema=RULES_COLUMNS, orient="row"),
-        "hsc_curves": pl.DataFrame(curve_rows, schema=CURVES_COLUMNS, orient="row"),
-        "hsc_calibration": pl.DataFrame(calibration_rows, schema=CALIBRATION_COLUMNS, orient="row"),
+        "hsc_rules": table_frame("hsc_rules", rule_rows),
+        "hsc_curves": table_frame("hsc_curves", curve_rows),
+        "hsc_calibration": table_frame("hsc_calibration", calibration_rows),
     }

@@ -22,61 +22,17 @@ import polars as pl
 from cood import confidence
 from hsc.selective import stable_descending_order, summarize
 from hsc.temperature import SoftmaxStats, TemperatureFit, check_logits, fit_temperature_result, softmax_stats
+from pipelines.analysis_options import DEFAULTS
+from results.schema import polars_schema, table_frame
 
-DEFAULT_KAPPAS = ("msp", "neg_entropy", "max_logit")
 # κ that are probabilities, so calibration metrics (ECE, MCE, A-ECE) make sense for them
 PROBABILITY_KAPPAS = frozenset({"msp"})
 SUBSET_ALL = "all"
 SUBSET_TS_EVAL = "ts_eval"
 BIN_CONVENTION = "(lo,hi]"
 
-# column -> polars dtype, in the order of the selective_metrics CREATE statement
-COLUMNS: dict[str, type[pl.DataType]] = {
-    "model_id": pl.String,
-    "kappa": pl.String,
-    "temperature_scaled": pl.Boolean,
-    "subset": pl.String,
-    "n": pl.Int64,
-    "accuracy": pl.Float64,
-    "auroc": pl.Float64,
-    "aurc": pl.Float64,
-    "eaurc": pl.Float64,
-    "augrc": pl.Float64,
-    "ece15": pl.Float64,
-    "mce15": pl.Float64,
-    "aece": pl.Float64,
-    "sac95": pl.Float64,
-    "sac99": pl.Float64,
-    "temperature": pl.Float64,
-    "auroc_ref": pl.Float64,
-    "gamma_ref": pl.Float64,
-    "gamma_gk": pl.Float64,
-    "aurc_ref": pl.Float64,
-    "eaurc_exact": pl.Float64,
-    "aece_ref": pl.Float64,
-    "sac95_strict": pl.Float64,
-    "sac99_strict": pl.Float64,
-    "sac95_max": pl.Float64,
-    "sac99_max": pl.Float64,
-    "risk_at_50": pl.Float64,
-    "risk_at_80": pl.Float64,
-    "risk_at_90": pl.Float64,
-    "risk_at_95": pl.Float64,
-    "nll": pl.Float64,
-    "brier": pl.Float64,
-    "conf_mean": pl.Float64,
-    "conf_median": pl.Float64,
-    "conf_variance": pl.Float64,
-    "conf_gini": pl.Float64,
-    "nll_before": pl.Float64,
-    "nll_after": pl.Float64,
-    "ts_method": pl.String,
-    "n_fit": pl.Int64,
-    "split_seed": pl.Int64,
-    "split_sha256": pl.String,
-    "bin_convention": pl.String,
-    "run_id": pl.String,
-}
+# column -> polars dtype of the selective_metrics table, derived from its CREATE statement (results/schema.py)
+COLUMNS = polars_schema("selective_metrics")
 
 
 def stratified_split(labels: np.ndarray, n_fit: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
@@ -165,10 +121,9 @@ def analyse_selective(
     logits: np.ndarray,
     labels: np.ndarray,
     *,
-    kappas: Sequence[str] = DEFAULT_KAPPAS,
-    split_seed: int = 0,
-    n_fit: int = 5000,
-    run_id: str | None = None,
+    kappas: Sequence[str] = DEFAULTS.selective_kappas,
+    split_seed: int = DEFAULTS.seed,
+    n_fit: int = DEFAULTS.n_fit,
 ) -> pl.DataFrame:
     """All flat selective metrics of one model: one row per (kappa, temperature_scaled, subset).
 
@@ -177,7 +132,7 @@ def analyse_selective(
     (:data:`COLUMNS`); metrics that do not apply (ECE of a non-probability κ, ranking metrics of
     single-class input) are null. ``accuracy`` is a fraction; ``temperature`` is the T applied to the row
     (1.0 without TS); ``nll_before``/``nll_after`` are the mean NLL on the fit split at T = 1 and at T;
-    ``run_id`` is copied onto every row (provenance).
+    ``run_id`` is null: the caller adds provenance (:func:`results.schema.with_values`).
     """
     z, y = check_logits(logits, labels, finite=False)  # softmax_stats rejects non-finite logits
     unknown = [k for k in kappas if k not in confidence.REGISTRY]
@@ -200,7 +155,6 @@ def analyse_selective(
         "split_seed": int(split_seed),
         "split_sha256": sha,
         "bin_convention": BIN_CONVENTION,
-        "run_id": run_id,
     }
     eval_position = np.full(z.shape[0], -1, dtype=np.int64)
     eval_position[eval_idx] = np.arange(eval_idx.size)
@@ -236,5 +190,5 @@ def analyse_selective(
                     "brier": float(np.mean(brier)),
                 }
             )
-    frame = pl.DataFrame([{c: row[c] for c in COLUMNS} for row in rows], schema=COLUMNS, orient="row")
+    frame = table_frame("selective_metrics", [{c: row[c] for c in COLUMNS if c in row} for row in rows])
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None))

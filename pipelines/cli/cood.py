@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.analyses.cood_benchmark import build_benchmark
+from pipelines.analysis_options import DEFAULTS
 from pipelines.engine.lifecycle import interrupted_note, open_workspace
 from pipelines.engine.outputs import workspace_dataset
 from pipelines.errors import UserError
@@ -84,8 +85,12 @@ def register(app: typer.Typer) -> None:
             "--ood-dataset",
             help="OOD dataset name of the outputs and of datasets/<name>/manifest.csv (default: the workspace's).",
         ),
-        window: int = typer.Option(1000, "--window", help="Classes per level (= number of ID classes)."),
-        levels: int = typer.Option(11, "--levels", help="Number of severity levels."),
+        window: int | None = typer.Option(
+            None, "--window", help=f"Classes per level (= number of ID classes; default {DEFAULTS.cood_window})."
+        ),
+        levels: int | None = typer.Option(
+            None, "--levels", help=f"Number of severity levels (default {DEFAULTS.cood_levels})."
+        ),
         output: Path | None = typer.Option(
             None, "--output", "-o", help="Export folder (default <workspace>/cood/<model>/<kappa>)."
         ),
@@ -94,6 +99,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Build the per-model C-OOD benchmark: severity levels, class lists, per-level metrics."""
+        window = DEFAULTS.cood_window if window is None else window
+        levels = DEFAULTS.cood_levels if levels is None else levels
         if window < 1 or levels < 2:
             raise UserError(f"--window must be >= 1 and --levels >= 2, got {window} and {levels}")
         marked = open_workspace(workspace, "uebench cood build")

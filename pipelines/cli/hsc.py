@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from pipelines.analysis_options import DEFAULTS
 from pipelines.engine.lifecycle import interrupted_note, open_workspace
 from pipelines.engine.outputs import read_outputs, workspace_dataset
 from pipelines.errors import UserError
@@ -112,7 +113,9 @@ def register(app: typer.Typer) -> None:
         isa_file: Path | None = typer.Option(
             None, "--isa-file", help="ImageNet wordnet.is_a.txt for the paper's tree (default: WordNet snapshot)."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the stratified calibration/test split."),
+        seed: int | None = typer.Option(
+            None, "--seed", help=f"Seed of the stratified calibration/test split (default {DEFAULTS.seed})."
+        ),
         n_cal: int | None = typer.Option(None, "--n-cal", help="Calibration samples (default min(5000, N/2))."),
         repetitions: int = typer.Option(0, "--repetitions", "-r", help="Also run the study over R splits."),
     ) -> None:
@@ -121,6 +124,7 @@ def register(app: typer.Typer) -> None:
         if marked:
             typer.echo(interrupted_note(marked), err=True)
         dataset = dataset or workspace_dataset(workspace, "id", "imagenet-val")
+        seed = DEFAULTS.seed if seed is None else seed
         summary = calibrate_model(workspace, model, dataset, alpha, delta, method, seed, n_cal, isa_file)
         console = Console()
         theta = summary["theta"]
@@ -136,7 +140,7 @@ def register(app: typer.Typer) -> None:
         )
         if repetitions > 0:
             from hsc.study import threshold_study
-            from pipelines.analyses.hsc import leaf_probabilities
+            from pipelines.analyses.hsc import PAC_DELTA, leaf_probabilities
 
             outputs = read_outputs(workspace, model, dataset)
             H = load_hierarchy(isa_file)
@@ -146,7 +150,7 @@ def register(app: typer.Typer) -> None:
                 outputs.labels,
                 [alpha],
                 methods=[method],
-                delta=delta if delta is not None else 0.1,
+                delta=delta if delta is not None else PAC_DELTA,
                 repetitions=repetitions,
                 n_cal=summary["n_cal"],
                 seed=seed,

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from pipelines.analysis_options import DEFAULTS
 from pipelines.errors import UserError
 
 
@@ -91,9 +92,13 @@ def register(app: typer.Typer) -> None:
             None, "--n-estimation", help="Of those, images that estimate class severity (default 150)."
         ),
         window: int | None = typer.Option(
-            None, "--window", help="C-OOD classes per severity level (default 1000; the demo: its 5 ID classes)."
+            None,
+            "--window",
+            help=f"C-OOD classes per severity level (default {DEFAULTS.cood_window}; the demo: its 5 ID classes).",
         ),
-        levels: int | None = typer.Option(None, "--levels", help="C-OOD severity levels (default 11)."),
+        levels: int | None = typer.Option(
+            None, "--levels", help=f"C-OOD severity levels (default {DEFAULTS.cood_levels})."
+        ),
         shards: int | None = typer.Option(
             None, "--shards", help="Inference shards per dataset (inference.shards in a config)."
         ),

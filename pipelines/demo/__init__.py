@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 
 import pipelines.analyses as analyses
+from pipelines.analysis_options import DEFAULTS
 from pipelines.data.datasets import load_folder, load_ood_split
 from pipelines.demo.data import ID_DATASET, OOD_DATASET, build_demo_data
 from pipelines.engine.driver import RunContext, ensure_workspace, execute
@@ -28,7 +30,7 @@ from results.store import database_path
 
 DEMO_MODELS = ("efficientnet_lite:lite0", "efficientnet_lite:lite1", "timm:mobilenetv3_small_100@random")
 DEMO_ANALYSES = ("selective", "cood", "hsc")
-DEMO_HSC_REPETITIONS = 200  # threshold-study splits (the full default is 1000)
+DEMO_HSC_REPETITIONS = 200  # threshold-study splits (fewer than DEFAULTS.hsc_repetitions: a quick demo)
 
 
 def run_demo(
@@ -36,7 +38,7 @@ def run_demo(
     *,
     images_per_class: int = 24,
     models: tuple[str, ...] = DEMO_MODELS,
-    seed: int = 0,
+    seed: int = DEFAULTS.seed,
     console: Console | None = None,
 ) -> RunContext:
     """Run the demo end to end into ``workspace``; returns the run context (idempotent: reruns reuse outputs)."""
@@ -63,7 +65,7 @@ def run_demo(
         datasets,
         workspace,
         [(name, analyses.REGISTRY[name]) for name in DEMO_ANALYSES],
-        options={"split_seed": seed, "cood_window": window, "hsc_repetitions": DEMO_HSC_REPETITIONS, "demo": True},
+        options=replace(DEFAULTS, seed=seed, cood_window=window, hsc_repetitions=DEMO_HSC_REPETITIONS),
         config={"command": "demo", "models": list(models), "images_per_class": images_per_class, "seed": seed},
         console=console,
     )

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
+from pipelines.analysis_options import AnalysisOptions
 from pipelines.data.datasets import ImageDataset, ood_manifest_path
 from pipelines.engine.inference import InferenceOptions, InferenceReport, cluster_gpus, init_ray
 from pipelines.engine.lifecycle import WorkspaceLock, interrupted_note, mark_interrupted_runs, remove_stale_temp
@@ -52,7 +53,7 @@ class RunContext:
     run_id: str
     models: list[ModelSpec]
     datasets: list[ImageDataset]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
     console: Console = field(default_factory=Console)
     on_model_done: Callable[[str], None] | None = None  # progress: an analysis finished this model
     status: str = "running"  # ok | partial | failed | interrupted once the run is over
@@ -203,7 +204,7 @@ def execute(
     workspace: Path,
     analyses: list[tuple[str, Analysis]],
     *,
-    options: dict[str, Any] | None = None,
+    options: AnalysisOptions | None = None,
     config: dict[str, Any] | None = None,
     inference: InferenceOptions | None = None,
     settings: EngineSettings | None = None,
@@ -237,9 +238,10 @@ def execute(
         remove_stale_temp(workspace, min_age_s=0)  # the lock is ours: every temporary file is a dead run's
         log = RunLog(workspace / "logs" / f"{run_id}.log", console)
         run_row: dict[str, Any] = {}
+        options = AnalysisOptions() if options is None else options
         try:
             return _execute_locked(
-                models, datasets, workspace, analyses, run_id, run_row, log, options or {}, config or {},
+                models, datasets, workspace, analyses, run_id, run_row, log, options, config or {},
                 inference, settings, ray_address, num_cpus,
             )
         except KeyboardInterrupt:
@@ -276,7 +278,7 @@ def _execute_locked(
     run_id: str,
     run_row: dict[str, Any],
     log: RunLog,
-    options: dict[str, Any],
+    options: AnalysisOptions,
     config: dict[str, Any],
     inference: InferenceOptions,
     settings: EngineSettings,
@@ -299,7 +301,8 @@ def _execute_locked(
         "device": device_description("cuda" if settings.gpus_per_actor > 0 else "cpu"),
         "precision": inference.precision(),
         "config": json.dumps(
-            {**config, "engine": dataclasses.asdict(settings), "libraries": library_versions()},
+            {**config, "engine": dataclasses.asdict(settings), "analysis": dataclasses.asdict(options),
+             "libraries": library_versions()},
             default=str, sort_keys=True,
         ),
     })

@@ -17,12 +17,14 @@ Example (every key but ``models`` and one dataset is optional)::
     per_class = 200                               # images sampled per class (classes with fewer are dropped)
     n_estimation = 150                            # of which estimate class severity; the rest are the test set
 
-    [cood]
-    window = 1000           # classes per severity level (|ImageNet-1k|)
-    levels = 11
+    seed = 7                # OOD sampling, MC dropout and the analyses' splits
+
+    [cood]                  # [cood], [hsc] and seed: analysis options (defaults: pipelines.analysis_options)
+    window = 1000           # classes per severity level: |Y_ID| (the 1000 ImageNet-1k classes here)
+    levels = 6              # severity levels
 
     [hsc]
-    repetitions = 1000      # calibration/test splits of the threshold study
+    repetitions = 200       # calibration/test splits of the threshold study
 
     [ray]
     address = "auto"        # an existing cluster; omit for a local instance
@@ -54,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.analysis_options import DEFAULTS, LOGIT_KAPPAS, AnalysisOptions
 from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
 from pipelines.engine.identity import DEFAULT_SHARDS
 from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
@@ -94,7 +97,8 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A validated ``uebench run`` configuration."""
+    """A validated ``uebench run`` configuration; ``analysis`` holds the analysis options (``seed``, ``[cood]``,
+    ``[hsc]``; the C-OOD κ are the logit κ plus the model-in-the-loop scores the inference computes)."""
 
     workspace: Path
     models: list[str]
@@ -105,11 +109,13 @@ class RunConfig:
     num_gpus: int | None = None
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     engine: EngineSettings = field(default_factory=EngineSettings)
-    seed: int = 0
-    cood_window: int = 1000
-    cood_levels: int = 11
-    hsc_repetitions: int = 1000
+    analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (OOD sampling, MC dropout, the analyses' splits)."""
+        return self.analysis.seed
 
 
 def _unknown(where: str, given: dict, known: set[str]) -> None:
@@ -148,8 +154,10 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         root = (base / _typed(f"{where} root", table["root"], str, "a path")).expanduser()
         truth = table.get("ground_truth")
         truth_path = (base / _typed(f"{where} ground_truth", truth, str, "a path")) if truth is not None else None
-        per_class = _typed(f"{where} per_class", table.get("per_class", 200), int, "a positive integer")
-        n_estimation = _typed(f"{where} n_estimation", table.get("n_estimation", 150), int, "a positive integer")
+        per_class = _typed(f"{where} per_class", table.get("per_class", DatasetConfig.per_class), int,
+                           "a positive integer")
+        n_estimation = _typed(f"{where} n_estimation", table.get("n_estimation", DatasetConfig.n_estimation), int,
+                              "a positive integer")
         if not 0 < n_estimation < per_class:
             raise UserError(f"{where} needs 0 < n_estimation < per_class, got {n_estimation} and {per_class}")
         datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation))
@@ -219,14 +227,16 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     analyses = raw.get("analyses")
     if analyses is not None and not (isinstance(analyses, list) and all(isinstance(a, str) for a in analyses)):
         raise UserError("analyses must be a list of names, e.g. [\"selective\", \"hsc\", \"cood\"]")
-    seed = _typed("seed", raw.get("seed", 0), int, "an integer")
+    seed = _typed("seed", raw.get("seed", DEFAULTS.seed), int, "an integer")
     cood = _typed("[cood]", raw.get("cood", {}), dict, "a table")
     _unknown("[cood]", cood, COOD_KEYS)
-    window = _typed("[cood] window", cood.get("window", 1000), int, "a positive integer")
-    levels = _typed("[cood] levels", cood.get("levels", 11), int, "an integer ≥ 2")
+    window = _typed("[cood] window", cood.get("window", DEFAULTS.cood_window), int, "a positive integer")
+    levels = _typed("[cood] levels", cood.get("levels", DEFAULTS.cood_levels), int, "an integer ≥ 2")
     hsc = _typed("[hsc]", raw.get("hsc", {}), dict, "a table")
     _unknown("[hsc]", hsc, HSC_KEYS)
-    repetitions = _typed("[hsc] repetitions", hsc.get("repetitions", 1000), int, "a positive integer")
+    repetitions = _typed(
+        "[hsc] repetitions", hsc.get("repetitions", DEFAULTS.hsc_repetitions), int, "a positive integer"
+    )
     if window < 1 or levels < 2 or repetitions < 1:
         raise UserError(f"need [cood] window ≥ 1, levels ≥ 2 and [hsc] repetitions ≥ 1, got {window}, {levels}, "
                         f"{repetitions}")
@@ -252,10 +262,11 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             cpus_per_actor=float(cpus_per_task), gpus_per_actor=gpus_per_task, decode_cpus=decode_cpus,
             actor_resources={str(k): float(v) for k, v in resources.items()},
         ),
-        seed=seed,
-        cood_window=window,
-        cood_levels=levels,
-        hsc_repetitions=repetitions,
+        analysis=AnalysisOptions(
+            seed=seed, cood_window=window, cood_levels=levels, hsc_repetitions=repetitions,
+            # the C-OOD κ: the logit κ plus every model-in-the-loop score (mcd_pred is a prediction, not a score)
+            cood_kappas=(*LOGIT_KAPPAS, *(name for name in model_confidences if name != "mcd_pred")),
+        ),
         raw=raw,
     )
 

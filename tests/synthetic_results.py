@@ -1,5 +1,8 @@
 """Synthetic results for tests and benchmarks: plausible rows for every table, and per-sample Parquet outputs.
 
+A test fixture, not part of the installed package: tests import it as ``synthetic_results`` (pytest puts
+``tests/`` on ``sys.path``), benchmarks/bench_results.py puts ``tests/`` on ``sys.path`` itself.
+
 Values follow the shapes of real results (accuracy 0.6–0.9, OOD AUROC falling from about 0.95 at level 0 to
 about 0.6 at level 10, hierarchical rules improving hAURC over Selective) but are random draws from a seeded
 generator, not measurements. Everything is vectorised over models, so 500 models take milliseconds.
@@ -9,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common import atomic_output
 from results.schema import TABLES
 
 KAPPAS = ("msp", "neg_entropy", "max_logit")
@@ -349,12 +351,7 @@ def write_synthetic_outputs(
             }
         )
         path = Path(workspace) / "outputs" / f"model={model_id}" / f"dataset={dataset}" / "part-00000.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
+        with atomic_output(path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
