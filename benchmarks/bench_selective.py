@@ -23,7 +23,8 @@ import numpy as np
 from timing import best_time, best_time_after, print_table  # benchmarks/timing.py (the script folder is on sys.path)
 
 from hsc import selective as S
-from hsc.temperature import fit_temperature_result, softmax_stats
+from hsc.softmax import softmax_stats
+from hsc.temperature import fit_temperature_result
 from pipelines.analyses.selective import analyse_selective, stratified_split, torch_exp
 
 # ----------------------------------------------------------------------------------------------- loop baselines

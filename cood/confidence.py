@@ -1,8 +1,9 @@
 """Confidence functions κ computed from logits; higher always means "more in-distribution".
 
 Every function takes ``logits: (N, C) float`` (float32 or wider) and returns ``(N,) float64``.
-Softmax-based scores go through a float64 log-softmax (log-sum-exp), so confident samples never
-saturate into ties at 1.0 (cood.md §5, selective.md §1).
+Softmax-based scores come from the one float64 softmax pass of :func:`hsc.softmax.softmax_stats` (log-sum-exp
+with the top class left out of the normaliser's tail), so confident samples never saturate into ties at 1.0
+(cood.md §5, selective.md §1). :func:`softmax`, the probability matrix, is :func:`hsc.softmax.softmax`.
 
 New functions plug in by name with :func:`register`; :data:`REGISTRY` maps names to functions and
 :func:`compute` evaluates several at once. The model-in-the-loop scores (``odin``, ``mcd_neg_entropy``)
@@ -14,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
+
+from hsc.softmax import SOFTMAX_KAPPAS, softmax_stats
+from hsc.softmax import softmax as softmax  # re-exported: cood.confidence.softmax is part of the API
 
 ConfidenceFn = Callable[[np.ndarray], np.ndarray]
 
@@ -32,9 +36,6 @@ def register(name: str) -> Callable[[ConfidenceFn], ConfidenceFn]:
     return add
 
 
-_CHUNK_ROWS = 2048  # rows per block of the softmax passes (16 MB of float64 at 1,000 classes)
-
-
 def _as_logits(logits: np.ndarray) -> np.ndarray:
     """Validate ``logits: (N, C)`` and return them as float64."""
     z = np.asarray(logits)
@@ -46,42 +47,8 @@ def _as_logits(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """``logits: (N, C)`` -> ``(N, C) float64`` log-probabilities, computed with a stable log-sum-exp."""
-    z = _as_logits(logits)
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``logits: (N, C)`` -> ``(N, C) float64`` probabilities (rows sum to 1): exp(z − max z) normalised by its
-    row sum, one exp pass (exp of :func:`log_softmax` would take two).
-
-    Computed in place, a block of rows at a time, in ``out`` (an (N, C) float64 array, returned) or a new
-    array: no (N, C) temporaries.
-    """
-    z = np.asarray(logits)
-    if z.ndim != 2 or z.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, C) with C >= 2, got {z.shape}")
-    if not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
-        raise ValueError(f"logits must be real numbers, got dtype {z.dtype}")
-    if out is None:
-        out = np.empty(z.shape, dtype=np.float64)
-    elif out.shape != z.shape or out.dtype != np.float64:
-        raise ValueError(f"out must be a float64 array of shape {z.shape}, got {out.dtype} {out.shape}")
-    for start in range(0, z.shape[0], _CHUNK_ROWS):
-        block = out[start : start + _CHUNK_ROWS]
-        block[...] = z[start : start + _CHUNK_ROWS]
-        if not np.isfinite(block).all():
-            raise ValueError("logits contain NaN or infinite values")
-        block -= block.max(axis=1, keepdims=True)
-        np.exp(block, out=block)
-        block /= block.sum(axis=1, keepdims=True)
-    return out
-
-
-# κ that one float64 softmax pass gives together (see _softmax_family); rows per chunk of that pass
-SOFTMAX_FAMILY = ("msp", "log_msp", "neg_entropy", "max_logit", "energy")
+# κ that one float64 softmax pass gives together (hsc.softmax.SoftmaxStats)
+SOFTMAX_FAMILY = SOFTMAX_KAPPAS
 # κ whose float64 values tie where they saturate -> the registered κ that ranks them without ties (a strictly
 # increasing function of them wherever they do not tie); C-OOD ranks by it (cood.md §5)
 RANK_KEYS = {"msp": "log_msp"}
@@ -89,39 +56,14 @@ RANK_KEYS = {"msp": "log_msp"}
 
 def _softmax_family(z: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
     """``z: (N, C)`` validated float64 logits -> ``{name: (N,) float64}`` for names in SOFTMAX_FAMILY, from one
-    exp pass per chunk of rows.
-
-    With d = z − max z and r = Σ_{j ≠ top} exp(d_j) (the top class's exp(0) = 1 left out, so r keeps full
-    precision when it is below 1e-16): log MSP = −log1p(r), MSP = exp(log MSP), energy = max z + log1p(r),
-    negative entropy = Σ_j p_j d_j − log1p(r), max logit = max z.
-    """
+    pass of :func:`hsc.softmax.softmax_stats` (none when only the max logit is asked)."""
     wanted = tuple(dict.fromkeys(names))
-    out = {name: np.empty(z.shape[0], dtype=np.float64) for name in wanted}
-    needs_exp = any(name != "max_logit" for name in wanted)
-    for start in range(0, z.shape[0], _CHUNK_ROWS):
-        rows = slice(start, start + _CHUNK_ROWS)
-        block = z[rows]
-        top_class = block.argmax(axis=1)
-        top = block[np.arange(block.shape[0]), top_class]
-        if "max_logit" in out:
-            out["max_logit"][rows] = top
-        if not needs_exp:
-            continue
-        shifted = block - top[:, None]
-        e = np.exp(shifted)
-        weighted = np.einsum("ij,ij->i", e, shifted)  # the top class adds exp(0) · 0 = 0
-        e[np.arange(block.shape[0]), top_class] = 0.0
-        others = e.sum(axis=1)
-        log_norm = np.log1p(others)
-        if "log_msp" in out:
-            out["log_msp"][rows] = -log_norm
-        if "msp" in out:
-            out["msp"][rows] = np.exp(-log_norm)
-        if "energy" in out:
-            out["energy"][rows] = top + log_norm
-        if "neg_entropy" in out:
-            out["neg_entropy"][rows] = weighted / (1.0 + others) - log_norm
-    return out
+    if z.shape[0] == 0:
+        return {name: np.empty(0, dtype=np.float64) for name in wanted}
+    if all(name == "max_logit" for name in wanted):
+        return {name: z.max(axis=1) for name in wanted}
+    stats = softmax_stats(z)
+    return {name: stats.kappa(name) for name in wanted}
 
 
 @register("msp")
@@ -167,8 +109,8 @@ def compute(logits: np.ndarray, names: Iterable[str]) -> dict[str, np.ndarray]:
     """Evaluate several registered confidence functions: ``{name: (N,) float64}``, in the order asked.
 
     The logits are validated and widened once, and the softmax family (MSP, log MSP, negative entropy,
-    energy, max logit) shares one exp pass: the same values as calling each function, ≈ 3× faster for those four. Raises
-    ValueError naming the unknown function and the registered ones.
+    energy, max logit) shares one exp pass: the same values as calling each function, ≈ 3× faster for those
+    four. Raises ValueError naming the unknown function and the registered ones.
     """
     names = list(names)
     unknown = [name for name in names if name not in REGISTRY]

@@ -3,13 +3,13 @@
 Every metric is computed exactly from sorted scores, with no per-sample Python loop: the ID scores are
 sorted once; each level selects its OOD test samples with a boolean (level, class) membership lookup and
 sorts them (one sort per level). Pair counts then come from ``np.searchsorted`` of one sorted array into
-the other.
+the other (:func:`hsc.selective.pair_counts`).
 
 Conventions (ID is the positive class unless stated; κ higher = more in-distribution):
 
 - ``ood_auroc``: P(κ_ID > κ_OOD) + ½·P(κ_ID = κ_OOD) (Mann–Whitney with mid-ranks, = sklearn
-  ``roc_auc_score``). It is computed as an integer count of half pairs divided by 2·n_id·n_ood, so
-  ``ood_auroc × 2·n_id·n_ood`` is an integer up to float64 rounding.
+  ``roc_auc_score``). It is computed from exact integer pair counts (:func:`hsc.selective.pair_counts`) as
+  (greater + ½·tied)/(n_id·n_ood), so ``ood_auroc × 2·n_id·n_ood`` is an integer up to float64 rounding.
 - ``fpr95`` (OpenOOD): t = the largest threshold with #{ID: κ ≥ t} ≥ 0.95·n_id; FPR = #{OOD: κ ≥ t}/n_ood.
   The 95 % count is the exact ceil(19·n_id / 20).
 - ``fpr95_oodpos`` (torch-uncertainty): OOD positive with score −κ; the symmetric definition.
@@ -32,6 +32,7 @@ import polars as pl
 
 from cood.severity import SeverityLevels
 from hsc.selective import auroc as misclassification_auroc
+from hsc.selective import pair_counts
 
 LEVEL_SCHEMA: dict[str, Any] = {
     "model_id": pl.Utf8,
@@ -84,22 +85,6 @@ def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return sorted_values[first], first, lengths
 
 
-def auroc_half_pairs(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> int:
-    """Twice the Mann–Whitney U of positives over negatives: Σ_neg (2·#{pos > x} + #{pos = x}).
-
-    pos_sorted: (n,) ascending float64; neg_sorted: (m,) ascending float64. AUROC = result / (2·n·m).
-    """
-    left = np.searchsorted(pos_sorted, neg_sorted, side="left")
-    right = np.searchsorted(pos_sorted, neg_sorted, side="right")
-    n = pos_sorted.shape[0]
-    return int((2 * (n - right) + (right - left)).sum(dtype=np.int64))
-
-
-def _auroc(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> float:
-    """Mid-rank AUROC of positives vs negatives (both ascending, non-empty)."""
-    return auroc_half_pairs(pos_sorted, neg_sorted) / (2.0 * pos_sorted.shape[0] * neg_sorted.shape[0])
-
-
 def _average_precision_high(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> float:
     """Step-wise average precision, positives scored high: Σ_t (Δrecall at t) · precision(κ ≥ t)."""
     values, first, counts = _runs(pos_sorted)
@@ -143,7 +128,7 @@ def level_metrics(id_sorted: np.ndarray, ood_sorted: np.ndarray) -> dict[str, fl
     Returns ood_auroc, fpr95, fpr95_oodpos, aupr_in, aupr_out and ood_avg_conf.
     """
     return {
-        "ood_auroc": _auroc(id_sorted, ood_sorted),
+        "ood_auroc": pair_counts(id_sorted, ood_sorted).auroc,
         "fpr95": _fpr95_id_positive(id_sorted, ood_sorted),
         "fpr95_oodpos": _fpr95_ood_positive(id_sorted, ood_sorted),
         "aupr_in": _average_precision_high(id_sorted, ood_sorted),

@@ -15,7 +15,8 @@ _ATTRS = {
     "load_imagenet_hierarchy": ("hsc.hierarchy", "load_imagenet_hierarchy"),
 }
 _SUBMODULES = {
-    "rules", "curves", "calibration", "selective", "temperature", "taxonomy", "hierarchy", "study", "ordering"
+    "rules", "curves", "calibration", "selective", "softmax", "temperature", "taxonomy", "hierarchy", "study",
+    "ordering",
 }
 
 __all__ = sorted([*_ATTRS, *_SUBMODULES])

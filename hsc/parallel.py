@@ -2,7 +2,7 @@
 its inner loops, so memory-bound passes over (N, C) arrays use every core).
 
 The chunks' work must not start threads of its own: no dense BLAS products inside them (the row dots of
-``hsc.temperature`` are 1,000-long, below OpenBLAS's threading threshold; sparse products use none).
+``hsc.softmax`` are 1,000-long, below OpenBLAS's threading threshold; sparse products use none).
 """
 
 from __future__ import annotations

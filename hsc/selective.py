@@ -23,9 +23,11 @@ from typing import Literal
 import numpy as np
 
 from hsc.ordering import stable_order
-from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result, softmax_stats
+from hsc.softmax import softmax_stats
+from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result
 
 __all__ = [
+    "PairCounts",
     "RankedScores",
     "TemperatureFit",
     "adaptive_bin_edges",
@@ -45,6 +47,7 @@ __all__ = [
     "gamma",
     "mce",
     "nll",
+    "pair_counts",
     "rank_scores",
     "risk_at_coverage",
     "selective_risk_curve",
@@ -148,6 +151,12 @@ class RankedScores:
         """(n,) float64 confidences sorted ascending (contiguous)."""
         return np.ascontiguousarray(self.conf[::-1])
 
+    @cached_property
+    def pair_counts(self) -> PairCounts:
+        """(correct, wrong) :class:`PairCounts`: ``greater`` = the correct sample strictly more confident."""
+        ascending_correct = self.correct[::-1]
+        return pair_counts(self.ascending[ascending_correct], self.ascending[~ascending_correct])
+
 
 def _is_stable_descending(c: np.ndarray, order: np.ndarray) -> bool:
     """Whether ``order`` is exactly the stable descending sort permutation of ``c`` (O(n) check)."""
@@ -197,29 +206,58 @@ def _single_class_nan(r: RankedScores, metric: str) -> bool:
 # AUROC and gamma
 
 
-def _pair_counts(r: RankedScores) -> tuple[float, float, float]:
-    """(concordant, discordant, tied) (correct, wrong) pairs; concordant = correct strictly more confident."""
-    err_b = r.block_errors
-    cor_b = r.block_sizes() - err_b
-    err_after = r.m - r.errors_before[r.block_end]
-    cor_after = (r.n - r.m) - (r.block_end - r.errors_before[r.block_end])
-    concordant = _dot(cor_b, err_after)
-    discordant = _dot(err_b, cor_after)
-    tied = _dot(cor_b, err_b)
-    return concordant, discordant, tied
+@dataclass(frozen=True)
+class PairCounts:
+    """Counts of (positive, negative) pairs by score: ``greater`` (positive scored higher), ``tied``, ``less``.
+
+    Exact Python ints; every pair is in exactly one of them, so their sum is n_pos·n_neg.
+    """
+
+    greater: int
+    tied: int
+    less: int
+
+    @property
+    def pairs(self) -> int:
+        """n_pos·n_neg."""
+        return self.greater + self.tied + self.less
+
+    @property
+    def auroc(self) -> float:
+        """Mid-rank AUROC (greater + ½·tied)/pairs, a fraction (= Mann–Whitney U/pairs); NaN without pairs."""
+        return (self.greater + 0.5 * self.tied) / self.pairs if self.pairs else math.nan
+
+
+def pair_counts(pos_sorted: np.ndarray, neg_sorted: np.ndarray) -> PairCounts:
+    """:class:`PairCounts` of positives vs negatives: ``pos_sorted: (n,)`` and ``neg_sorted: (m,)``, each
+    sorted ascending (float64, no NaN; either may be empty).
+
+    One ``np.searchsorted`` of the negatives into the positives, O(m log n), plus a second one for the negatives
+    that tie with a positive: a caller evaluating many negative sets against one positive set (C-OOD levels)
+    sorts the positives once.
+    """
+    n, m = int(pos_sorted.shape[0]), int(neg_sorted.shape[0])
+    if n == 0 or m == 0:
+        return PairCounts(greater=0, tied=0, less=0)
+    left = np.searchsorted(pos_sorted, neg_sorted, side="left")  # #{pos < x} per negative x
+    below = int(left.sum(dtype=np.int64))
+    tie = np.flatnonzero(pos_sorted[np.minimum(left, n - 1)] == neg_sorted)  # negatives equal to some positive
+    if 4 * tie.size > m:  # many ties: one full search is cheaper than gathering them
+        at_or_below = int(np.searchsorted(pos_sorted, neg_sorted, side="right").sum(dtype=np.int64))
+    else:
+        at_or_below = below + int((np.searchsorted(pos_sorted, neg_sorted[tie], side="right") - left[tie]).sum())
+    return PairCounts(greater=n * m - at_or_below, tied=at_or_below - below, less=below)
 
 
 def _auroc(r: RankedScores, ties: str) -> float:
     _check_ties(ties)
     if _single_class_nan(r, "auroc"):
         return math.nan
-    pairs = float(r.n - r.m) * r.m
     if ties == "reference":
         # each correct sample is concordant with every error that comes after it in the stable order
         inc_after = r.m - r.errors_before[1:][r.correct]
-        return float(inc_after.sum()) / pairs
-    concordant, _, tied = _pair_counts(r)
-    return (concordant + 0.5 * tied) / pairs
+        return float(inc_after.sum()) / (float(r.n - r.m) * r.m)
+    return r.pair_counts.auroc
 
 
 def auroc(conf: np.ndarray, correct: np.ndarray, *, ties: Ties = "midrank") -> float:
@@ -236,7 +274,8 @@ def _gamma(r: RankedScores, ties: str) -> float:
     if ties == "goodman_kruskal":
         if _single_class_nan(r, "gamma"):
             return math.nan
-        concordant, discordant, _ = _pair_counts(r)
+        counts = r.pair_counts
+        concordant, discordant = counts.greater, counts.less
         if concordant + discordant == 0:
             warnings.warn("gamma: every (correct, wrong) pair is tied; returning NaN", RuntimeWarning, stacklevel=3)
             return math.nan

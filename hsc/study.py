@@ -55,24 +55,42 @@ def class_allocation(labels: np.ndarray, n_cal: int, num_classes: int) -> np.nda
 
 
 class StratifiedSplitter:
-    """Seeded stratified calibration/test splits of ``labels: (N,)`` with n_cal calibration samples."""
+    """Seeded stratified calibration/test splits of ``labels: (N,)`` (class indices in [0, num_classes)).
 
-    def __init__(self, labels: np.ndarray, n_cal: int, seed: int, num_classes: int):
+    Class c contributes ``alloc[c]`` calibration samples: by default :func:`class_allocation` of n_cal; a caller
+    with its own allocation rule passes ``alloc: (num_classes,)`` int (summing to n_cal, ``alloc[c]`` ≤ N_c).
+    Inside a class the samples with the smallest random keys are taken (:meth:`select`); split r draws its keys
+    from ``np.random.default_rng(np.random.SeedSequence([seed, r]))`` (:meth:`calibration_indices`).
+    """
+
+    def __init__(self, labels: np.ndarray, n_cal: int, seed: int, num_classes: int, *, alloc: np.ndarray | None = None):
         labels = np.asarray(labels, dtype=np.int64)
         if not 0 < n_cal < labels.size:
             raise ValueError(f"n_cal: expected 0 < n_cal < N = {labels.size}, found {n_cal}")
         self.labels, self.n_cal, self.seed = labels, int(n_cal), int(seed)
-        alloc = class_allocation(labels, n_cal, num_classes)
+        if alloc is None:
+            alloc = class_allocation(labels, n_cal, num_classes)
+        else:
+            alloc = np.asarray(alloc, dtype=np.int64)
+            counts = np.bincount(labels, minlength=num_classes)
+            if alloc.shape != (num_classes,) or alloc.sum() != n_cal or np.any((alloc < 0) | (alloc > counts)):
+                raise ValueError(
+                    f"alloc: expected {num_classes} per-class counts in [0, N_c] summing to n_cal = {n_cal}"
+                )
         sorted_labels = np.sort(labels)
         start = np.searchsorted(sorted_labels, np.arange(num_classes), side="left")
         rank = np.arange(labels.size) - start[sorted_labels]
         self._take = rank < alloc[sorted_labels]
 
+    def select(self, keys: np.ndarray) -> np.ndarray:
+        """(n_cal,) int64 calibration sample indices for ``keys: (N,)`` floats in [0, 1): per class c, the
+        alloc[c] samples with the smallest keys (ties to the lower index), ordered by (class, key)."""
+        return stable_order(self.labels + keys)[self._take]
+
     def calibration_indices(self, repetition: int) -> np.ndarray:
         """(n_cal,) int64 calibration sample indices of split ``repetition`` (the rest is the test part)."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(repetition)]))
-        keys = self.labels + rng.random(self.labels.size)
-        return stable_order(keys)[self._take]
+        return self.select(rng.random(self.labels.size))
 
 
 class _CalibrationSums:

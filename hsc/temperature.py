@@ -1,194 +1,36 @@
-"""Softmax of (temperature-scaled) logits in float64, and the temperature-scaling fit (selective.md §3).
+"""The temperature-scaling fit (selective.md §3) over the float64 softmax of :mod:`hsc.softmax`.
 
-:func:`softmax_stats` is the one pass over an ``(N, C)`` logit matrix that every logit-based quantity of
-the selective metrics needs (MSP, negative entropy, max logit, NLL, Brier). It works on row chunks
-(float32 input is widened chunk by chunk, never as a whole) and spreads the chunks over threads: numpy's
-ufuncs release the GIL, so this scales with cores without any per-sample Python loop.
-
-:func:`fit_temperature` fits T by bounded 1-D minimisation of the mean NLL over log T on T ∈ [0.05, 20]
-(the NLL is convex in β = 1/T, hence unimodal in log T) and never returns a T whose NLL is worse than
-T = 1. ``reference=True`` replays the paper's recipe instead: LBFGS on raw T from 1.5, lr 0.01,
-max_iter 5000, one ``step`` without line search.
+:func:`fit_temperature` fits T by a safeguarded Newton search on β = 1/T ∈ [1/20, 1/0.05] of the mean NLL
+(convex in β) and never returns a T whose NLL is worse than T = 1. ``reference=True`` replays the paper's
+recipe instead: LBFGS on raw T from 1.5, lr 0.01, max_iter 5000, one ``step`` without line search. The NLL
+passes reuse the logits shifted by their row max once (:class:`_ShiftedLogits`), in row chunks on the shared
+thread pool.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from hsc.parallel import map_row_chunks
+from hsc.softmax import (
+    CHUNK_ROWS,
+    NOT_FINITE,
+    ExpKernel,
+    check_logits,
+    numpy_exp,
+    row_dots,
+    scratch_buffer,
+)
 
 T_BOUNDS = (0.05, 20.0)
-_CHUNK_ROWS = 512  # per-chunk call overhead vs cache: 512 was fastest for C = 1,000 (256: +10%, 2048: +30%)
-_LOCAL = threading.local()
-
-
-def _buffer(slot: int, rows: int, cols: int) -> np.ndarray:
-    """A reusable per-thread float64 scratch array of shape (rows, cols) (avoids page faults per chunk)."""
-    buffers = getattr(_LOCAL, "buffers", None)
-    if buffers is None:
-        buffers = _LOCAL.buffers = {}
-    buf = buffers.get(slot)
-    if buf is None or buf.size < rows * cols:
-        buf = buffers[slot] = np.empty(max(rows, _CHUNK_ROWS) * cols, dtype=np.float64)
-    return buf[: rows * cols].reshape(rows, cols)
-
-
-ExpKernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``exp(x, out) -> out``: writes exp(x) into ``out``; both float64 arrays of one shape, ``out`` may be ``x``."""
-
-
-def numpy_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """The default :data:`ExpKernel`, numpy's float64 ``exp`` (vectorised only on AVX-512 CPUs; a caller that
-    may use torch can pass a faster kernel, as ``pipelines.analyses.selective.torch_exp`` does)."""
-    return np.exp(x, out=out)
-
-
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(n,)`` row-wise inner products Σ_j a[i, j]·b[i, j] of two ``(n, C)`` float64 arrays (a batched BLAS
-    dot: about twice as fast as ``einsum`` here)."""
-    return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
 def _map_chunks(fn, n_rows: int) -> list:
-    """Apply ``fn(start, stop)`` to row chunks of _CHUNK_ROWS rows in order, on the shared thread pool."""
-    return map_row_chunks(fn, n_rows, _CHUNK_ROWS)
-
-
-def check_logits(
-    logits: np.ndarray, labels: np.ndarray | None = None, *, finite: bool = True
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Validate ``logits: (N, C)`` floats (finite unless ``finite=False``), ``labels: (N,)`` ints in [0, C).
-
-    Returns the arrays unchanged (no float64 copy of the whole matrix); raises ValueError naming the argument.
-    """
-    z = np.asarray(logits)
-    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 2:
-        raise ValueError(f"logits must have shape (N, C) with N >= 1 and C >= 2, got shape {z.shape}")
-    if not np.issubdtype(z.dtype, np.floating):
-        raise ValueError(f"logits must be a float array, got dtype {z.dtype}")
-    if finite and not np.isfinite(z).all():
-        raise ValueError(_NOT_FINITE)
-    if labels is None:
-        return z, None
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.shape[0] != z.shape[0]:
-        raise ValueError(f"labels must have shape ({z.shape[0]},) to match logits, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and (y.min() < 0 or y.max() >= z.shape[1]):
-        raise ValueError(f"labels must lie in [0, {z.shape[1] - 1}], found [{y.min()}, {y.max()}]")
-    return z, y.astype(np.int64, copy=False)
-
-
-_NOT_FINITE = "logits must be finite, found NaN or infinite values"
-
-
-@dataclass(frozen=True)
-class SoftmaxStats:
-    """Per-row summaries of p = softmax(β·z); every field is ``(N,) float64``.
-
-    ``max_scaled`` = max_j β·z_j; ``log_norm`` = log Σ_j exp(β·z_j − max) ≥ 0 (= −log MSP, computed as
-    log1p of the non-top classes' mass, so it does not round to 0 for very confident rows);
-    ``mean_scaled`` = Σ_j p_j·β·z_j; ``sum_sq_prob`` = Σ_j p_j²;
-    ``label_scaled`` = β·z_y (NaN without labels); ``top_class``: (N,) int64, the first class with the
-    largest logit (the prediction).
-    """
-
-    max_scaled: np.ndarray
-    log_norm: np.ndarray
-    mean_scaled: np.ndarray
-    sum_sq_prob: np.ndarray
-    label_scaled: np.ndarray
-    top_class: np.ndarray
-
-    @property
-    def logsumexp(self) -> np.ndarray:
-        """``(N,)`` log Σ_j exp(β·z_j)."""
-        return self.max_scaled + self.log_norm
-
-    @property
-    def msp(self) -> np.ndarray:
-        """``(N,)`` maximum softmax probability in (0, 1] (rounds to 1.0 when −log MSP < 1.1e-16)."""
-        return np.exp(-self.log_norm)
-
-    @property
-    def log_msp(self) -> np.ndarray:
-        """``(N,)`` log MSP ≤ 0: the tie-free ranking key of MSP (selective.md §1)."""
-        return -self.log_norm
-
-    @property
-    def neg_entropy(self) -> np.ndarray:
-        """``(N,)`` Σ_j p_j log p_j in nats, in [−log C, 0]."""
-        return self.mean_scaled - self.logsumexp
-
-    @property
-    def nll(self) -> np.ndarray:
-        """``(N,)`` −log p_y in nats (needs labels)."""
-        return self.logsumexp - self.label_scaled
-
-    @property
-    def brier(self) -> np.ndarray:
-        """``(N,)`` Σ_j (p_j − 1[j = y])², in [0, 2] (needs labels)."""
-        return self.sum_sq_prob - 2.0 * np.exp(self.label_scaled - self.logsumexp) + 1.0
-
-
-def softmax_stats(
-    logits: np.ndarray,
-    labels: np.ndarray | None = None,
-    beta: float = 1.0,
-    rows: np.ndarray | None = None,
-    *,
-    exp: ExpKernel = numpy_exp,
-) -> SoftmaxStats:
-    """One float64 pass over ``logits: (N, C)`` (any float dtype): :class:`SoftmaxStats` of softmax(β·z).
-
-    ``labels: (N,)`` int (optional) enables NLL and Brier; ``beta`` = 1/T > 0; ``rows`` (optional int index)
-    restricts the pass to those rows without copying the matrix; ``exp``: the float64 exp kernel (most of the
-    pass's time).
-    """
-    z, y = check_logits(logits, labels, finite=False)  # non-finite logits surface as non-finite row stats
-    if not (math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a positive finite number, got {beta}")
-    idx = None if rows is None else np.asarray(rows, dtype=np.int64)
-    n = z.shape[0] if idx is None else idx.size
-    out = np.empty((5, n), dtype=np.float64)
-    top_classes = np.empty(n, dtype=np.int64)
-
-    def chunk(a: int, b: int) -> None:
-        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits are reported after the pass
-            _stats_chunk(a, b)
-
-    def _stats_chunk(a: int, b: int) -> None:
-        c = _buffer(0, b - a, z.shape[1])
-        np.multiply(z[a:b] if idx is None else z[idx[a:b]], beta, out=c, dtype=np.float64)
-        rows_ = np.arange(b - a)
-        top_class = top_classes[a:b] = c.argmax(axis=1)
-        top = c[rows_, top_class]
-        c -= top[:, None]
-        if y is not None:
-            out[4, a:b] = c[rows_, y[a:b] if idx is None else y[idx[a:b]]] + top
-        e = exp(c, _buffer(1, b - a, z.shape[1]))
-        weighted = _row_dots(e, c)  # a −inf logit gives 0·(−inf) = NaN here
-        # drop the top class's exp(0) = 1 so the other classes' mass keeps full precision when it is < 1e-16
-        e[rows_, top_class] = 0.0
-        others = e.sum(axis=1)
-        s = 1.0 + others
-        out[0, a:b] = top
-        out[1, a:b] = np.log1p(others)
-        out[2, a:b] = top + weighted / s
-        out[3, a:b] = (1.0 + _row_dots(e, e)) / (s * s)
-
-    _map_chunks(chunk, n)
-    if y is None:
-        out[4] = np.nan
-    if not np.isfinite(out[:4] if y is None else out).all():
-        raise ValueError(_NOT_FINITE)
-    return SoftmaxStats(*out, top_class=top_classes)
+    """Apply ``fn(start, stop)`` to row chunks of CHUNK_ROWS rows in order, on the shared thread pool."""
+    return map_row_chunks(fn, n_rows, CHUNK_ROWS)
 
 
 class _ShiftedLogits:
@@ -208,13 +50,13 @@ class _ShiftedLogits:
             return finite
 
         if not all(_map_chunks(chunk, z.shape[0])):
-            raise ValueError(_NOT_FINITE)
+            raise ValueError(NOT_FINITE)
         self.d = d
         self.d_label = d[np.arange(d.shape[0]), y]
 
     def _exp_scaled(self, beta: float, a: int, b: int) -> np.ndarray:
         """exp(β·d) of rows [a, b), in this thread's scratch buffer."""
-        e = np.multiply(self.d[a:b], beta, out=_buffer(0, b - a, self.d.shape[1]))
+        e = np.multiply(self.d[a:b], beta, out=scratch_buffer(0, b - a, self.d.shape[1]))
         return self.exp(e, e)
 
     def mean_nll(self, beta: float) -> float:
@@ -235,9 +77,9 @@ class _ShiftedLogits:
         def chunk(a: int, b: int) -> tuple[float, float, float]:
             e = self._exp_scaled(beta, a, b)
             s = e.sum(axis=1)
-            mean_d = _row_dots(e, d[a:b]) / s
+            mean_d = row_dots(e, d[a:b]) / s
             e *= d[a:b]  # e·d
-            mean_d2 = _row_dots(e, d[a:b]) / s
+            mean_d2 = row_dots(e, d[a:b]) / s
             return float(np.log(s).sum()), float(mean_d.sum()), float((mean_d2 - mean_d * mean_d).sum())
 
         parts = _map_chunks(chunk, d.shape[0])
@@ -254,7 +96,7 @@ class _ShiftedLogits:
         def chunk(a: int, b: int) -> tuple[float, float]:
             e = self._exp_scaled(beta, a, b)
             s = e.sum(axis=1)
-            return float(np.log(s).sum()), float((_row_dots(e, d[a:b]) / s).sum())
+            return float(np.log(s).sum()), float((row_dots(e, d[a:b]) / s).sum())
 
         parts = _map_chunks(chunk, d.shape[0])
         n = d.shape[0]

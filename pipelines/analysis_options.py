@@ -31,6 +31,7 @@ class AnalysisOptions:
     - ``cood_window``: OOD classes per severity level (|Y_ID|: 1,000 for ImageNet-1k).
     - ``cood_levels``: number of severity levels.
     - ``hsc_repetitions``: calibration/test splits of the HSC threshold study.
+    - ``hsc_n_cal``: calibration samples of each such split (capped at N // 2: :meth:`calibration_size`).
     - ``hsc_alphas``: target risks α of the threshold study (hsc.study.DEFAULT_ALPHAS).
     """
 
@@ -41,7 +42,14 @@ class AnalysisOptions:
     cood_window: int = 1000
     cood_levels: int = 11
     hsc_repetitions: int = 1000
+    hsc_n_cal: int = 5000
     hsc_alphas: tuple[float, ...] = DEFAULT_ALPHAS
+
+
+    def calibration_size(self, n: int, n_cal: int | None = None) -> int:
+        """Calibration samples of an HSC split of ``n`` samples: ``n_cal`` when given, else
+        min(``hsc_n_cal``, n // 2)."""
+        return min(self.hsc_n_cal, n // 2) if n_cal is None else int(n_cal)
 
 
 DEFAULTS = AnalysisOptions()

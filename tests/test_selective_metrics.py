@@ -214,6 +214,28 @@ def test_auroc_matches_brute_force_pairs_and_sklearn(n, seed, ties):
     )
 
 
+@pytest.mark.parametrize(
+    ("n_pos", "n_neg", "values", "seed"),
+    [(0, 5, 6, 0), (4, 0, 6, 1), (1, 1, 2, 2), (9, 13, 6, 3), (40, 25, 6, 4), (60, 50, 400, 5), (30, 80, 10**6, 6)],
+)
+def test_pair_counts_match_a_double_loop(n_pos, n_neg, values, seed):
+    """Oracle: every (positive, negative) pair compared in an O(n·m) Python loop; heavy ties (few distinct
+    values), a few ties, none, and empty sides."""
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.integers(0, values, n_pos).astype(np.float64))
+    neg = np.sort(rng.integers(0, values, n_neg).astype(np.float64))
+    greater = sum(p > q for p in pos.tolist() for q in neg.tolist())
+    tied = sum(p == q for p in pos.tolist() for q in neg.tolist())
+    less = sum(p < q for p in pos.tolist() for q in neg.tolist())
+    counts = S.pair_counts(pos, neg)
+    assert (counts.greater, counts.tied, counts.less) == (greater, tied, less)
+    assert counts.pairs == n_pos * n_neg
+    if n_pos and n_neg:
+        assert counts.auroc == (greater + 0.5 * tied) / (n_pos * n_neg)
+    else:
+        assert math.isnan(counts.auroc)
+
+
 def test_auroc_ties_differ_only_with_ties():
     conf, correct = _data(2000, 5, ties=False)
     assert S.auroc(conf, correct) == S.auroc(conf, correct, ties="reference")

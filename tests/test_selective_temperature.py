@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
+import hsc.softmax as sm
 import hsc.temperature as ts
 from cood import confidence
 from hsc import selective as S
@@ -116,7 +117,7 @@ def test_softmax_stats_match_scipy_and_cood():
     z = (rng.normal(size=(700, 13)) * 4).astype(np.float32)
     y = rng.integers(0, 13, 700)
     for beta in (1.0, 0.6, 2.5):
-        st = ts.softmax_stats(z, y, beta=beta)
+        st = sm.softmax_stats(z, y, beta=beta)
         logp = log_softmax(z.astype(np.float64) * beta, axis=1)
         p = np.exp(logp)
         assert np.allclose(st.msp, p.max(axis=1), rtol=1e-13, atol=0)
@@ -126,19 +127,19 @@ def test_softmax_stats_match_scipy_and_cood():
         assert np.allclose(st.brier, ((p - onehot) ** 2).sum(axis=1), rtol=1e-12, atol=1e-13)
         assert np.array_equal(st.max_scaled, z.astype(np.float64).max(axis=1) * beta)
         assert np.array_equal(st.top_class, z.argmax(axis=1))
-    st = ts.softmax_stats(z)
+    st = sm.softmax_stats(z)
     assert np.allclose(st.msp, confidence.msp(z), rtol=1e-14, atol=0)
     assert np.allclose(st.neg_entropy, confidence.neg_entropy(z), rtol=1e-12, atol=1e-13)
     rows = np.array([5, 1, 699, 5])
-    sub = ts.softmax_stats(z, y, beta=0.6, rows=rows)
-    full = ts.softmax_stats(z, y, beta=0.6)
+    sub = sm.softmax_stats(z, y, beta=0.6, rows=rows)
+    full = sm.softmax_stats(z, y, beta=0.6)
     assert np.array_equal(sub.nll, full.nll[rows]) and np.array_equal(sub.msp, full.msp[rows])
 
 
 def test_msp_does_not_saturate_for_confident_samples():
     z = np.zeros((3, 10))
     z[:, 0] = [40.0, 41.0, 42.0]  # MSP rounds to exactly 1.0 for all three, even in float64
-    st = ts.softmax_stats(z)
+    st = sm.softmax_stats(z)
     assert np.all(st.msp == 1.0)
     assert st.log_msp[0] < st.log_msp[1] < st.log_msp[2] < 0.0  # the ranking key keeps them apart
     assert st.log_msp == pytest.approx(-9 * np.exp(-z[:, 0]), rel=1e-12)
@@ -195,7 +196,7 @@ def test_the_pipelines_torch_exp_kernel_gives_numpys_results():
     np.testing.assert_allclose(inplace, np.exp(x), rtol=4e-16, atol=0)
     z, y = _calibrated(3000, 40, seed=12)
     z = z * 1.7
-    fast, plain = ts.softmax_stats(z, y, beta=0.8, exp=torch_exp), ts.softmax_stats(z, y, beta=0.8)
-    for field in ("max_scaled", "log_norm", "mean_scaled", "sum_sq_prob", "label_scaled"):
+    fast, plain = sm.softmax_stats(z, y, beta=0.8, exp=torch_exp), sm.softmax_stats(z, y, beta=0.8)
+    for field in ("max_scaled", "log_norm", "mean_shifted", "sum_sq_prob", "label_scaled"):
         np.testing.assert_allclose(getattr(fast, field), getattr(plain, field), rtol=1e-13, atol=1e-15)
     assert S.fit_temperature(z, y, exp=torch_exp) == pytest.approx(S.fit_temperature(z, y), rel=1e-10)

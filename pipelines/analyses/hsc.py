@@ -12,7 +12,7 @@
   every α of ``alphas``: Climbing thresholds by conformal, pac (δ = 0.1) and quantile, and the DARTS baseline
   (ε = α; its ``theta_mean`` is the mean λ).
 
-Softmax is computed in float64 from the stored logits (cood.confidence.softmax, on row blocks in parallel).
+Softmax is computed in float64 from the stored logits (hsc.softmax.softmax, on row blocks in parallel).
 """
 
 from __future__ import annotations
@@ -22,16 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from cood.confidence import softmax
 from hsc import curves, study
 from hsc.hierarchy import Hierarchy
-from hsc.parallel import map_row_chunks
 from hsc.rules import RULES
+from hsc.softmax import softmax
 from pipelines.analysis_options import DEFAULTS
 from results.schema import polars_schema, table_frame
 
 MAX_CURVE_POINTS = 512
-SOFTMAX_ROWS = 512  # rows per block of leaf_probabilities (4 MB of float64 at 1,000 classes)
 PAC_DELTA = 0.1
 STUDY_METHODS = ("conformal", "pac", "quantile", "darts")
 
@@ -44,22 +42,14 @@ def downsample_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> n
 
 
 def leaf_probabilities(logits: np.ndarray, hierarchy: Hierarchy, temperature: float | None = None) -> np.ndarray:
-    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T) (:func:`cood.confidence.softmax`, written
-    block by block of :data:`SOFTMAX_ROWS` rows into one array on the shared thread pool); ValueError on a
-    wrong class count or non-finite logits."""
+    """``logits: (N, L)`` -> ``(N, L) float64`` softmax(logits / T) (:func:`hsc.softmax.softmax`, block by block
+    on the shared thread pool); ValueError on a wrong class count, a bad T or non-finite logits."""
     z = np.asarray(logits)
     if z.ndim != 2 or z.shape[1] != hierarchy.num_leaves:
         raise ValueError(f"logits: expected shape (N, {hierarchy.num_leaves}) for this hierarchy, found {z.shape}")
     if temperature is not None and not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature: expected a positive finite number, found {temperature}")
-    probs = np.empty(z.shape, dtype=np.float64)
-
-    def fill(start: int, stop: int) -> None:
-        block = z[start:stop] if temperature is None else z[start:stop].astype(np.float64) / float(temperature)
-        softmax(block, out=probs[start:stop])
-
-    map_row_chunks(fill, z.shape[0], SOFTMAX_ROWS)
-    return probs
+    return softmax(z, temperature=temperature)
 
 
 def _rule_rows(
@@ -119,7 +109,7 @@ def analyse_hsc(
 
     logits: (N, L) float (L = hierarchy.num_leaves, class i = leaf i); labels: (N,) int leaf indices;
     temperature: T > 0 for additional temperature-scaled hsc_rules/hsc_curves rows; alphas, repetitions,
-    seed, n_cal (default min(5000, N // 2)): the threshold study. Returns {table name: DataFrame} with
+    seed, n_cal (default min(DEFAULTS.hsc_n_cal, N // 2)): the threshold study. Returns {table name: DataFrame} with
     exactly the columns of results/schema.py; ``run_id`` is null (the caller adds provenance,
     :func:`results.schema.with_values`).
     """
@@ -135,7 +125,7 @@ def analyse_hsc(
         rule_rows += scaled_rules
         curve_rows += scaled_curves
     n = labels.size
-    n_cal = min(5000, n // 2) if n_cal is None else int(n_cal)
+    n_cal = DEFAULTS.calibration_size(n, n_cal)
     study_rows = study.threshold_study(
         hierarchy,
         node_probs,

@@ -21,7 +21,9 @@ import polars as pl
 
 from cood import confidence
 from hsc.selective import stable_descending_order, summarize
-from hsc.temperature import SoftmaxStats, TemperatureFit, check_logits, fit_temperature_result, softmax_stats
+from hsc.softmax import SOFTMAX_KAPPAS, SoftmaxStats, check_logits, softmax_stats
+from hsc.study import StratifiedSplitter, class_allocation
+from hsc.temperature import TemperatureFit, fit_temperature_result
 from pipelines.analysis_options import DEFAULTS
 from results.schema import polars_schema, table_frame
 
@@ -35,14 +37,17 @@ BIN_CONVENTION = "(lo,hi]"
 COLUMNS = polars_schema("selective_metrics")
 
 
-def stratified_split(labels: np.ndarray, n_fit: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+def stratified_split(
+    labels: np.ndarray, n_fit: int = DEFAULTS.n_fit, seed: int = DEFAULTS.seed
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Seeded stratified split of ``labels: (N,)`` int into (fit_idx, eval_idx, sha256).
 
     The fit part has ``min(n_fit, N // 10)`` samples (at least 1), allocated to classes in proportion to
-    their counts (largest remainder, ties to the lower class index), then raised to 1 for every class with
-    ≥ 2 samples, never taking a class's last sample. Inside a class the samples with the smallest keys of
-    ``numpy.random.default_rng(seed).random(N)`` are taken, so the split is a function of (labels, n_fit,
-    seed) only. ImageNet val (50 per class) with the defaults gives 5 per class: 5,000 / 45,000.
+    their counts (:func:`hsc.study.class_allocation`: exact largest remainder, ties to the lower class index),
+    then raised to 1 for every class with ≥ 2 samples, never taking a class's last sample. Inside a class the
+    samples with the smallest keys of ``numpy.random.default_rng(seed).random(N)`` are taken
+    (:meth:`hsc.study.StratifiedSplitter.select`), so the split is a function of (labels, n_fit, seed) only.
+    ImageNet val (50 per class) with the defaults gives 5 per class: 5,000 / 45,000.
     ``fit_idx``, ``eval_idx``: sorted int64 indices; ``sha256``: hex digest of the N-byte fit-membership mask.
     """
     y = np.asarray(labels)
@@ -55,27 +60,19 @@ def stratified_split(labels: np.ndarray, n_fit: int = 5000, seed: int = 0) -> tu
         raise ValueError(f"n_fit must be a positive integer, got {n_fit!r}")
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     target = max(1, min(int(n_fit), n // 10))
-    quota = target * counts / n
-    alloc = np.floor(quota).astype(np.int64)
-    short = target - int(alloc.sum())
-    if short > 0:
-        by_remainder = np.lexsort((np.arange(classes.size), -(quota - alloc)))
-        alloc[by_remainder[:short]] += 1
+    alloc = class_allocation(inverse, target, classes.size)
     alloc = np.where(counts >= 2, np.clip(alloc, 1, counts - 1), 0)
     if alloc.sum() == 0:
         alloc[np.argmax(counts)] = 1  # every class is a singleton: move one sample to the fit part
-    keys = np.random.default_rng(seed).random(n)
-    order = np.lexsort((keys, inverse))  # by class, then by key
-    class_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank_in_class = np.arange(n) - class_start[inverse[order]]
+    splitter = StratifiedSplitter(inverse, int(alloc.sum()), seed, classes.size, alloc=alloc)
     fit_mask = np.zeros(n, dtype=bool)
-    fit_mask[order[rank_in_class < alloc[inverse[order]]]] = True
+    fit_mask[splitter.select(np.random.default_rng(seed).random(n))] = True
     digest = hashlib.sha256(fit_mask.view(np.uint8).tobytes()).hexdigest()
     return np.flatnonzero(fit_mask), np.flatnonzero(~fit_mask), digest
 
 
 def torch_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """An :data:`hsc.temperature.ExpKernel`: torch's vectorised float64 exp, within 1 ulp of numpy's and 2.5×
+    """An :data:`hsc.softmax.ExpKernel`: torch's vectorised float64 exp, within 1 ulp of numpy's and 2.5×
     faster on CPUs without AVX-512, where numpy's float64 exp runs one element at a time (it is most of a
     logit pass). ``hsc`` stays numpy-only (architecture.md §2), so the pipeline passes this kernel in."""
     import torch  # deferred: importing torch costs about a second
@@ -85,7 +82,7 @@ def torch_exp(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def split_and_fit_temperature(
-    logits: np.ndarray, labels: np.ndarray, seed: int = 0, n_fit: int = 5000
+    logits: np.ndarray, labels: np.ndarray, seed: int = DEFAULTS.seed, n_fit: int = DEFAULTS.n_fit
 ) -> tuple[np.ndarray, np.ndarray, str, TemperatureFit]:
     """The run's shared TS recipe: :func:`stratified_split` of ``labels: (N,)`` and the temperature fitted on
     its fit part of ``logits: (N, C)``. Returns (fit_idx, eval_idx, split sha256, TemperatureFit); every
@@ -99,21 +96,15 @@ def _kappa_values(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(ranking key, κ values or None when the key is κ itself) of softmax(β·z) for the rows of ``stats``.
 
-    The default κ come from the shared float64 pass (MSP is ranked by log-MSP, which never saturates);
-    any other registered κ from :mod:`cood.confidence` on the scaled logits.
+    The softmax family (:data:`hsc.softmax.SOFTMAX_KAPPAS`) comes from the shared float64 pass (MSP is ranked
+    by log-MSP, which never saturates); any other registered κ from :mod:`cood.confidence` on the scaled logits.
     """
     if name == "msp":
         return stats.log_msp, stats.msp
-    return _kappa(name, stats, logits, beta, rows), None
-
-
-def _kappa(name: str, stats: SoftmaxStats, logits: np.ndarray, beta: float, rows: np.ndarray | None) -> np.ndarray:
-    if name == "neg_entropy":
-        return stats.neg_entropy
-    if name == "max_logit":
-        return stats.max_scaled
+    if name in SOFTMAX_KAPPAS:
+        return stats.kappa(name), None
     z = logits if rows is None else logits[rows]
-    return confidence.compute(z.astype(np.float64) * beta if beta != 1.0 else z, [name])[name]
+    return confidence.compute(z.astype(np.float64) * beta if beta != 1.0 else z, [name])[name], None
 
 
 def analyse_selective(

@@ -70,7 +70,7 @@ def calibrate_model(
     if labels.min() < 0 or labels.max() >= H.num_leaves:
         raise UserError(f"labels of {model!r} on {dataset!r} are not ImageNet-1k class indices")
     n = labels.size
-    n_cal = min(5000, n // 2) if n_cal is None else n_cal
+    n_cal = DEFAULTS.calibration_size(n, n_cal)
     if not 0 < n_cal < n:
         raise UserError(f"--n-cal must be between 1 and {n - 1} for {n} samples, got {n_cal}")
     probs = leaf_probabilities(outputs.logits, H)
@@ -116,7 +116,9 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(
             None, "--seed", help=f"Seed of the stratified calibration/test split (default {DEFAULTS.seed})."
         ),
-        n_cal: int | None = typer.Option(None, "--n-cal", help="Calibration samples (default min(5000, N/2))."),
+        n_cal: int | None = typer.Option(
+            None, "--n-cal", help=f"Calibration samples (default min({DEFAULTS.hsc_n_cal}, N/2))."
+        ),
         repetitions: int = typer.Option(0, "--repetitions", "-r", help="Also run the study over R splits."),
     ) -> None:
         """Calibrate a Climbing threshold for target accuracy 1 − α; print θ, test accuracy and coverage."""
