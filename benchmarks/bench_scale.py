@@ -399,7 +399,7 @@ def two_node_cluster(spill_dir: Path, object_store_mib: int = 1536, cpus_per_nod
 
 
 def run_engine(models: Sequence[str], id_root: Path, ood_root: Path, ood_per_class: int, workspace: Path,
-               address: str, budget_mib: int, batch_size: int) -> dict[str, Any]:
+               address: str, budget_mib: int, batch_size: int, decode_cpus: float | None = None) -> dict[str, Any]:
     """The measured run: every model over both sets, every analysis, into DuckDB, on the cluster at ``address``.
 
     Returns ``wall_s`` (seconds of ``run_from_config``) and what the run's InferenceReport says: ``tasks``,
@@ -417,7 +417,7 @@ def run_engine(models: Sequence[str], id_root: Path, ood_root: Path, ood_per_cla
             "imagenet21k": {"kind": "ood", "root": str(ood_root), "per_class": ood_per_class,
                             "n_estimation": ood_per_class // 2},
         },
-        "ray": {"address": address},
+        "ray": {"address": address, **({"decode_cpus": decode_cpus} if decode_cpus else {})},
         "inference": {"batch_size": batch_size, "decode_budget_mib": budget_mib},
         "cood": {"window": 1000, "levels": 11},
         "hsc": {"repetitions": 100},
@@ -526,6 +526,9 @@ def main() -> None:
                         help="images per block in the run and per forward call in the forward-only baseline")
     parser.add_argument("--rate-images", type=int, default=1024,
                         help="images of the forward-only baseline (decode-only: 4× as many files)")
+    parser.add_argument("--decode-cpus", type=float, default=None,
+                        help="CPUs per decode task; other than 1 (the model actors' CPUs) keeps decode out of the "
+                             "actors, so crops travel through the object store and the budget binds")
     parser.add_argument("--rate-repeats", type=int, default=3, help="repetitions of each rate baseline (median)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/uebench-scale/data"), help="generated data root")
     parser.add_argument("--workspace", type=Path, default=None, help="run workspace (emptied first)")
@@ -572,14 +575,14 @@ def main() -> None:
         folders = {"spill": spill, "workspace": workspace}
         with PeakSampler(folders, crop_folders=("spill",)) as sampler:
             engine = run_engine(models, id_root, ood_root, ood_per_class, workspace, cluster.address, args.budget_mib,
-                                args.batch_size)
+                                args.batch_size, args.decode_cpus)
         peaks = sampler.peaks
 
     images = record["images"]
     measured: dict[str, Any] = {
         "models": models, "signatures": len(pres), "actors": actors, "scale": args.scale,
         "id_per_class": id_per_class, "ood_per_class": ood_per_class, "budget_mib": args.budget_mib,
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size, "decode_cpus": args.decode_cpus,
         "images": images, "id_images": record["val"]["images"], "ood_images": record["in21k"]["images"],
         "generation": {k: record[k] for k in ("seconds", "images_per_s", "bytes", "reused")},
         "decode_only_img_s": decode_rate, "forward_only_img_s": forward_rate, "rate_images": args.rate_images,

@@ -93,28 +93,47 @@ def write_shard(
 
 
 class ShardWriter:
-    """Streams the row groups of one shard into a temporary Parquet file beside ``path``; :meth:`commit` renames
-    it into place, :meth:`abort` deletes it. Memory: one row group at a time. Page checksums are written."""
+    """Streams the rows of one shard into a temporary Parquet file beside ``path``; :meth:`commit` renames it into
+    place, :meth:`abort` deletes it. Page checksums are written.
 
-    def __init__(self, path: Path, metadata: dict[str, str] | None = None) -> None:
+    Rows arrive in blocks of a few dozen; they are gathered and written as one row group once ``row_group_bytes``
+    are pending (and at :meth:`commit`), so a shard is a few large row groups instead of one per block. Memory:
+    at most ``row_group_bytes`` plus one block per open writer.
+    """
+
+    def __init__(self, path: Path, metadata: dict[str, str] | None = None, row_group_bytes: int = 8 << 20) -> None:
         self.path = Path(path)
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.tmp = temp_path(self.path)
+        self.row_group_bytes = row_group_bytes
         self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_bytes = 0
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_bytes += table.nbytes
+        self.rows += table.num_rows
+        if self._pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_bytes = [], 0
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             schema = table.schema.with_metadata(self.metadata) if self.metadata else table.schema
             self._writer = pq.ParquetWriter(self.tmp, schema, write_page_checksum=True)
         self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
-        self.rows += table.num_rows
 
     def commit(self) -> Path:
-        if self._writer is None:
+        if self._writer is None and not self._pending:
             raise ValueError(f"no rows were written for {self.path}")
         try:
+            self._flush()
             self._writer.close()
             os.replace(self.tmp, self.path)
         finally:
@@ -122,6 +141,7 @@ class ShardWriter:
         return self.path
 
     def abort(self) -> None:
+        self._pending, self._pending_bytes = [], 0
         try:
             if self._writer is not None:
                 self._writer.close()
