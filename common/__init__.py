@@ -12,14 +12,16 @@ here is written nowhere else (docs/layout.md).
   results use (cood.md §5), one table read both ways.
 - :func:`temp_path`, :func:`atomic_output`, :func:`atomic_write_bytes`, :func:`atomic_write_text`: write to a
   temporary file beside the target, then rename it into place; the temporary file never outlives an error.
+- :func:`lazy_exports`: a package's public names, imported on first use (so ``import hsc`` stays fast).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_text",
+    "lazy_exports",
     "temp_path",
 ]
 
@@ -89,3 +92,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically in ``encoding``; returns ``path``."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def lazy_exports(
+    package: str, attributes: Mapping[str, tuple[str, str]], submodules: Collection[str]
+) -> tuple[Callable[[str], object], list[str]]:
+    """``(__getattr__, __all__)`` for ``package``'s ``__init__`` (PEP 562): ``attributes`` maps a public name to
+    (module, attribute), ``submodules`` are names of ``package.<name>``; each is imported on first access."""
+
+    def __getattr__(name: str) -> object:
+        if name in attributes:
+            module, attribute = attributes[name]
+            return getattr(importlib.import_module(module), attribute)
+        if name in submodules:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__, sorted([*attributes, *submodules])

@@ -6,8 +6,7 @@ Public names (architecture.md §3) are imported lazily: ``ood_class_pool``, ``se
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from common import lazy_exports
 
 _ATTRS = {
     "ood_class_pool": ("cood.pool", "ood_class_pool"),
@@ -17,13 +16,4 @@ _ATTRS = {
 }
 _SUBMODULES = {"confidence", "pool", "severity", "evaluate", "imagenet21k", "export"}
 
-__all__ = sorted([*_ATTRS, *_SUBMODULES])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _ATTRS:
-        module, attr = _ATTRS[name]
-        return getattr(importlib.import_module(module), attr)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"cood.{name}")
-    raise AttributeError(f"module 'cood' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("cood", _ATTRS, _SUBMODULES)

@@ -7,8 +7,7 @@ Public names (architecture.md §3) are imported lazily so that ``import hsc`` st
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from common import lazy_exports
 
 _ATTRS = {
     "Hierarchy": ("hsc.hierarchy", "Hierarchy"),
@@ -19,13 +18,4 @@ _SUBMODULES = {
     "ordering",
 }
 
-__all__ = sorted([*_ATTRS, *_SUBMODULES])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _ATTRS:
-        module, attr = _ATTRS[name]
-        return getattr(importlib.import_module(module), attr)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"hsc.{name}")
-    raise AttributeError(f"module 'hsc' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("hsc", _ATTRS, _SUBMODULES)

@@ -8,8 +8,7 @@ writer), ``build_report`` (HTML report), and the submodules ``schema``, ``store`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from common import lazy_exports
 
 _ATTRS = {
     "connect": ("results.api", "connect"),
@@ -21,13 +20,4 @@ _ATTRS = {
 }
 _SUBMODULES = {"api", "schema", "store", "sql", "report", "reference", "migrations"}
 
-__all__ = sorted([*_ATTRS, *_SUBMODULES])
-
-
-def __getattr__(name: str) -> Any:
-    if name in _ATTRS:
-        module, attr = _ATTRS[name]
-        return getattr(importlib.import_module(module), attr)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"results.{name}")
-    raise AttributeError(f"module 'results' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports("results", _ATTRS, _SUBMODULES)
