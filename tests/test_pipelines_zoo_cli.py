@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 
 import pytest
 import timm
 from timm.models import get_pretrained_cfg
 
-import pipelines.zoo as zoo
 from pipelines.cli import main
+from pipelines.zoo import registry
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +18,8 @@ def no_weight_loading(monkeypatch):
     def refuse(ms):
         raise AssertionError(f"uebench models loaded weights for {ms.model_id}")
 
-    monkeypatch.setattr(zoo, "_BUILDERS", dict.fromkeys(zoo._BUILDERS, refuse))
+    for source in registry.registered_sources():
+        monkeypatch.setitem(registry._REGISTRY, source.name, dataclasses.replace(source, build=refuse))
 
 
 def test_models_lists_wildcard_matches_with_preprocessing_and_skip_count(capsys):

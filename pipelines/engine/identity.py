@@ -166,9 +166,9 @@ def weights_identity(ms: ModelSpec) -> str:
 def _local_weights_file(ms: ModelSpec) -> Path | None:
     """The weights file of ``ms`` when it is on this machine already (never downloads)."""
     if ms.source == "efficientnet_lite":
-        from pipelines.zoo import _lite_weights_path
+        from pipelines.zoo.lite import lite_weights_path
 
-        return _lite_weights_path(ms.name)
+        return lite_weights_path(ms.name)
     cfg = ms.pretrained_cfg or {}
     if cfg.get("hf_hub_id"):
         try:

@@ -27,12 +27,13 @@ from torch import nn
 
 from common import atomic_output
 from pipelines.errors import UserError
-from pipelines.zoo import (
+from pipelines.zoo.registry import (
     IMAGENET_NUM_CLASSES,
-    RANDOM_SUFFIX,
     RANDOM_WEIGHTS_SEED,
     ModelSpec,
     Preprocess,
+    close_matches_hint,
+    split_random,
 )
 
 # The 7 templates of cood.md §5 (a subset of OpenAI's 80 ImageNet templates).
@@ -129,18 +130,14 @@ def resolve_open_clip(spec: str, name: str) -> ModelSpec:
     """
     import open_clip
 
-    from pipelines.zoo import _close_matches_hint
-
     name, _, query = name.partition("?")
     templates = _parse_options(spec, query)
-    random_weights = name.endswith(RANDOM_SUFFIX)
-    if random_weights:
-        name = name[: -len(RANDOM_SUFFIX)]
+    name, random_weights = split_random(name)
     architecture, _, tag = name.partition("/")
     architectures = open_clip.list_models()
     if architecture not in architectures:
         raise UserError(
-            f"unknown open_clip architecture {architecture!r}{_close_matches_hint(architecture, architectures)}"
+            f"unknown open_clip architecture {architecture!r}{close_matches_hint(architecture, architectures)}"
         )
     tags = open_clip.list_pretrained_tags_by_model(architecture)
     if tag and tag not in tags:
