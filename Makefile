@@ -41,9 +41,10 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py --json /tmp/uebench-scale/scale-1.json
-	$(BIN)/python benchmarks/bench_scale.py --models 3 --json /tmp/uebench-scale/scale-1-m3.json
-	$(BIN)/python benchmarks/bench_scale.py --models 3 --scale 2 --json /tmp/uebench-scale/scale-2-m3.json \
-		--compare /tmp/uebench-scale/scale-1-m3.json
+	$(BIN)/python benchmarks/bench_scale.py --models 1 --budget-mib 64 --decode-cpus 0.5 --batch-size 64 \
+		--json /tmp/uebench-scale/scale-1-bound.json
+	$(BIN)/python benchmarks/bench_scale.py --models 1 --budget-mib 64 --decode-cpus 0.5 --batch-size 64 --scale 2 \
+		--json /tmp/uebench-scale/scale-2-bound.json --compare /tmp/uebench-scale/scale-1-bound.json
 
 clean:
 	rm -rf $(VENV) uebench-workspace .pytest_cache .ruff_cache
