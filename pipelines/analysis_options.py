@@ -45,7 +45,6 @@ class AnalysisOptions:
     hsc_n_cal: int = 5000
     hsc_alphas: tuple[float, ...] = DEFAULT_ALPHAS
 
-
     def calibration_size(self, n: int, n_cal: int | None = None) -> int:
         """Calibration samples of an HSC split of ``n`` samples: ``n_cal`` when given, else
         min(``hsc_n_cal``, n // 2)."""

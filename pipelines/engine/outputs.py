@@ -50,7 +50,8 @@ def shard_table(
     sample_ids: N relative paths; labels: (N,) int; logits: (N, C) float32 (stored as a fixed-size list);
     confidences: name -> (N,) float64. ``pred`` is the first maximal logit. ``store_logits=False`` leaves the
     logits column out (large OOD sets: every κ is then read from its stored column); then ``logits`` may be None
-    with ``pred`` (N,) given instead (the engine ships no unstored logits from its workers).
+    with ``pred`` (N,) given instead (the engine ships no unstored logits from its workers). A ``pred`` given
+    with logits is taken as their first maximal logit, not recomputed.
     """
     n = len(sample_ids)
     if logits is None:
@@ -61,7 +62,9 @@ def shard_table(
         logits = np.ascontiguousarray(logits, dtype=np.float32)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise ValueError(f"shard arrays disagree: {n} sample_ids, logits {logits.shape}")
-        pred = logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32)
+        if pred is None:  # the engine's workers send pred with the logits: no second argmax over 1000 columns
+            pred = logits.argmax(axis=1).astype(np.int32) if n else np.zeros(0, np.int32)
+        pred = np.asarray(pred, dtype=np.int32)
     if len(labels) != n or pred.shape != (n,):
         raise ValueError(f"shard arrays disagree: {n} sample_ids, labels {np.shape(labels)}, pred {pred.shape}")
     columns: dict[str, pa.Array] = {
