@@ -13,6 +13,7 @@ a ``bad_files`` reason string; :func:`to_rgb` maps every Pillow mode to the RGB 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -85,7 +86,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def decode(path: Path, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Load one image file and return its eval crop: ``(S, S, 3) uint8`` with S = ``pre.input_size``.
+    """Load one image file and return its eval crop: ``(S, S, 3) uint8`` with S = ``pre.input_size``
+    (:func:`decode_crops` with one preprocessing)."""
+    return decode_crops(path, (pre,), max_pixels)[0]
+
+
+def decode_crops(path: Path, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
+    """Load one image file once and return its eval crop for each of ``pres``: ``(S, S, 3) uint8`` each, with
+    S = that preprocessing's ``input_size`` (the file is read, decoded and made RGB once, then cropped per entry).
 
     ``max_pixels`` bounds width × height, checked on the header before any pixel data is read (so a
     decompression bomb costs a header read). PIL's own bomb check (``Image.MAX_IMAGE_PIXELS``) is bypassed for
@@ -116,7 +124,8 @@ def decode(path: Path, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                     image.load()
             else:
                 image.load()
-            return crop_image(image, pre)
+            rgb = to_rgb(image)  # once: crop_image finds it RGB already
+            return [crop_image(rgb, pre) for pre in pres]
         except ImageError:
             raise
         except Exception as exc:
@@ -130,8 +139,16 @@ def decode_or_error(
 
     crop is ``(S, S, 3) uint8``; the error string is the ``bad_files`` reason of the engine's decode stage.
     """
+    crops, error = decode_crops_or_error(path, (pre,), max_pixels)
+    return (None, error) if crops is None else (crops[0], None)
+
+
+def decode_crops_or_error(
+    path: Path, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[list[np.ndarray] | None, str | None]:
+    """Never-raising :func:`decode_crops`: ``(crops, None)`` or ``(None, "ImageError: <reason>")``."""
     try:
-        return decode(path, pre, max_pixels), None
+        return decode_crops(path, pres, max_pixels), None
     except ImageError as exc:
         return None, f"ImageError: {exc}"
     except Exception as exc:  # decode raises only ImageError; this keeps the promise even if closing the file fails

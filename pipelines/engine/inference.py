@@ -83,10 +83,11 @@ class InferenceReport:
     """All (model, dataset, shard) outcomes plus what the engine did.
 
     recomputed: (model_id, dataset, shard, reason) of stored outputs that failed verification (shard -1: a stale
-    file whose shard holds no images now); decoded: images decoded (once per signature); weight_loads: model_id ->
-    actors that built it; model_nodes: model_id -> Ray node ids its actors ran on; ray_tasks: Ray Data tasks
-    scheduled (decode tasks + actor calls); peak_store_bytes: the most object-store bytes seen in use;
-    signatures: pipelines run (one per preprocessing signature with work).
+    file whose shard holds no images now); decoded: crops made (each file decoded once per pipeline, cropped
+    once per signature its models need); weight_loads: model_id -> actors that built it; model_nodes:
+    model_id -> Ray node ids its actors ran on; ray_tasks: Ray Data tasks scheduled (decode tasks + actor
+    calls); peak_store_bytes: the most object-store bytes seen in use; signatures: distinct preprocessing
+    signatures with work.
     """
 
     results: list[TaskResult]

@@ -90,21 +90,29 @@ def identity_options(opts: InferenceOptions, dataset: ImageDataset) -> dict[str,
 # -- the Ray Data stages ---------------------------------------------------------------------------------------
 
 
-def decode_block(batch: dict[str, np.ndarray], pre, max_pixels: int) -> dict[str, np.ndarray]:
-    """Decode stage: ``path`` -> ``crop (n, S, S, 3) uint8`` and ``error`` ("" when decoded; zeros crop else)."""
-    from pipelines.data.preprocess import decode_or_error
+def crop_column(j: int) -> str:
+    """The batch column holding the crops of a pipeline's ``j``-th preprocessing signature."""
+    return f"crop{j}"
+
+
+def decode_block(batch: dict[str, np.ndarray], pres: list, max_pixels: int) -> dict[str, np.ndarray]:
+    """Decode stage: ``path`` -> ``crop<j> (n, S_j, S_j, 3) uint8`` for each preprocessing ``pres[j]`` (each file
+    read and decoded once, then cropped per signature) and ``error`` ("" when decoded; zero crops else)."""
+    from pipelines.data.preprocess import decode_crops_or_error
 
     n = len(batch["path"])
-    crops = np.zeros((n, pre.input_size, pre.input_size, 3), dtype=np.uint8)
+    crops = [np.zeros((n, pre.input_size, pre.input_size, 3), dtype=np.uint8) for pre in pres]
     errors = np.full(n, "", dtype=object)
     for i, path in enumerate(batch["path"]):
-        crop, error = decode_or_error(Path(str(path)), pre, max_pixels)
-        if crop is None:
+        decoded, error = decode_crops_or_error(Path(str(path)), pres, max_pixels)
+        if decoded is None:
             errors[i] = error
         else:
-            crops[i] = crop
+            for column, crop in zip(crops, decoded, strict=True):
+                column[i] = crop
     out = {key: value for key, value in batch.items() if key != "path"}
-    out["crop"] = crops
+    for j, column in enumerate(crops):
+        out[crop_column(j)] = column
     out["error"] = errors
     return out
 
@@ -117,12 +125,13 @@ class ModelStage:
     stored: an OOD block ships no 1000-wide rows it would drop), ``m<k>.<κ>`` (n,) float64, ``m<k>.error``
     ("" or the model's one-line error: a model that fails to build or to run is
     reported, never raised, so the others go on), ``m<k>.info`` (JSON: state-dict digest, params, device,
-    κ parameters). ``actor`` names the actor and its node, ``<actor id>@<node id>`` (weight loads = distinct
-    actors per model).
+    κ parameters). Model ``j`` of ``specs`` reads its crops from batch column ``crop_columns[j]`` (its
+    signature's, :func:`crop_column`). ``actor`` names the actor and its node, ``<actor id>@<node id>``
+    (weight loads = distinct actors per model).
     """
 
     def __init__(self, specs: list[ModelSpec], indices: list[int], opts: InferenceOptions, keep_crops: bool,
-                 logits_for: frozenset[int] = frozenset()):
+                 logits_for: frozenset[int] = frozenset(), crop_columns: list[str] | None = None):
         import ray
         import torch
 
@@ -132,6 +141,7 @@ class ModelStage:
         self.opts = opts
         self.keep_crops = keep_crops
         self.logits_for = logits_for
+        self.crop_columns = crop_columns or [crop_column(0)] * len(specs)  # model j reads its signature's crops
         self.indices = indices
         context = ray.get_runtime_context()
         self.actor = f"{context.get_actor_id() or 'local'}@{context.get_node_id()}"
@@ -147,10 +157,9 @@ class ModelStage:
         from cood.confidence import compute
         from pipelines.engine.inference import forward_all
 
-        crops = batch["crop"]
-        n = len(crops)
+        n = len(batch["error"])
         good = np.flatnonzero(batch["error"] == "")
-        out = {key: value for key, value in batch.items() if key != "crop" or self.keep_crops}
+        out = {key: value for key, value in batch.items() if not key.startswith("crop") or self.keep_crops}
         out["actor"] = np.full(n, self.actor, dtype=object)
         seed_key = int(batch["shard"][0]) * 4096 + int(batch["block"][0]) if n else 0
         ship_logits = bool(n) and int(batch["ds"][0]) in self.logits_for  # a block holds one dataset's rows
@@ -159,6 +168,7 @@ class ModelStage:
             columns: dict[str, np.ndarray] = {}
             if error is None and len(good):
                 try:
+                    crops = batch[self.crop_columns[j]]
                     part, extra, _ = forward_all(model, crops[good], ms, self.opts, seed_key)
                     if part.shape[1] != 1000:
                         raise ValueError(f"model emitted {part.shape[1]} logits, expected the 1000 ImageNet-1k classes")
@@ -284,6 +294,20 @@ def _listing_blocks(
                     "path": pa.array([str(d.path(int(i))) for i in part], type=pa.string()),
                 }))
     return blocks, counts
+
+
+def _stage_capacity(settings: EngineSettings) -> int:
+    """How many chained model stages (one actor each, at least) the cluster holds beside one decode task: the
+    most for which :func:`_actor_count` does not refuse."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    decode = settings.decode_cpus if _decode_is_separate(settings) else 0.0
+    capacity = int((cpus - decode + 1e-9) // max(settings.cpus_per_actor, 1e-9))
+    if settings.gpus_per_actor > 0:
+        capacity = min(capacity, int((gpus + 1e-9) // settings.gpus_per_actor))
+    return capacity
 
 
 def _actor_count(settings: EngineSettings, stages: int) -> int:
@@ -480,19 +504,25 @@ def run_inference(
     if on_plan is not None:
         on_plan(plan)
     report = InferenceReport(list(plan.results), recomputed=plan.recomputed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for (k, _), _shards in plan.todo.items():
-        if k not in groups[models[k].preprocess.signature]:
-            groups[models[k].preprocess.signature].append(k)
-    if not groups:
+    todo = sorted({k for (k, _) in plan.todo}, key=lambda k: (models[k].preprocess.signature, k))
+    if not todo:
         return report
+    # Models go to actors in chunks (models_per_actor; default all), ordered by signature so a chunk's models
+    # mostly share crops. One pipeline chains as many chunks as the cluster holds actors for at once, and
+    # decodes each file once for all the signatures its models need: starts, drains and per-block costs are
+    # paid once per pipeline, not once per signature.
+    per_actor = settings.models_per_actor or len(todo)
+    all_chunks = [todo[i : i + per_actor] for i in range(0, len(todo), per_actor)]
+    stages = max(1, _stage_capacity(settings))
+    groups = [all_chunks[i : i + stages] for i in range(0, len(all_chunks), stages)]
     _configure_ray_data(settings.budget_bytes)
     versions = json.dumps(library_versions(), sort_keys=True)
     version = code_version()
     names = {d.name: i for i, d in enumerate(datasets)}
     sampler = StoreSampler()
-    for signature, indices in groups.items():
-        indices.sort()
+    seen_signatures: set[str] = set()
+    for chunks in groups:
+        indices = sorted(k for chunk in chunks for k in chunk)
         needed: dict[tuple[int, int], list[int]] = defaultdict(list)
         wanted: dict[str, set[int]] = defaultdict(set)
         for k in indices:
@@ -501,14 +531,13 @@ def run_inference(
                     needed[(names[d.name], s)].append(k)
                     wanted[d.name].add(s)
         blocks, counts = _listing_blocks(datasets, plan, wanted, opts.batch_size)
-        pre = models[indices[0]].preprocess
-        per_actor = settings.models_per_actor or len(indices)
-        chunks = [indices[i : i + per_actor] for i in range(0, len(indices), per_actor)]
+        pres = list({models[k].preprocess.signature: models[k].preprocess for k in indices}.values())
+        column = {pre.signature: crop_column(j) for j, pre in enumerate(pres)}
         actors = min(_actor_count(settings, len(chunks)), len(blocks))  # an idle actor would only load weights
         ds = ray.data.from_arrow(blocks)
         ds = ds.map_batches(
             decode_block, batch_size=None, batch_format="numpy", num_cpus=settings.decode_cpus,
-            fn_kwargs={"pre": pre, "max_pixels": opts.max_image_pixels}, zero_copy_batch=True,
+            fn_kwargs={"pres": pres, "max_pixels": opts.max_image_pixels}, zero_copy_batch=True,
         )
         for c, chunk in enumerate(chunks):
             ds = ds.map_batches(
@@ -517,13 +546,14 @@ def run_inference(
                     "specs": [models[k] for k in chunk], "indices": chunk, "opts": opts,
                     "keep_crops": c < len(chunks) - 1,
                     "logits_for": frozenset(di for di, d in enumerate(datasets) if stores_logits(d, opts)),
+                    "crop_columns": [column[models[k].preprocess.signature] for k in chunk],
                 },
                 compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=settings.cpus_per_actor,
                 num_gpus=settings.gpus_per_actor or None, resources=settings.actor_resources or None,
             )
         sink = _Sink(workspace, run_id, models, datasets, plan, opts, needed, counts, version, versions)
         total = sum(counts.values())
-        description = f"{signature}: {len(indices)} model(s) × {total} images"
+        description = f"{' + '.join(pre.signature for pre in pres)}: {len(indices)} model(s) × {total} images"
         if on_progress is not None:
             on_progress(description, 0, total)
         try:
@@ -543,8 +573,9 @@ def run_inference(
             report.weight_loads[models[k].model_id] = len(sink.actors.get(k, ()))
             report.model_nodes[models[k].model_id] = sorted({a.rpartition("@")[2] for a in sink.actors.get(k, ())})
         report.ray_tasks += len(blocks) * (1 + len(chunks))
-        report.decoded += total
-        report.signatures += 1
+        report.decoded += total * len(pres)
+        seen_signatures.update(pre.signature for pre in pres)
+    report.signatures = len(seen_signatures)
     report.peak_store_bytes = sampler.peak
     _quarantine_other_weights(report, workspace, quarantine)
     return report
