@@ -94,6 +94,24 @@ def test_demo_database_has_one_row_per_model(demo_workspace):
     assert random_row["accuracy"][0] < 0.5
 
 
+def test_demo_models_carry_params_weights_hash_gmacs_and_regime(demo_workspace):
+    from pipelines.zoo import count_params, resolve_all
+    from results.store import Store
+
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        models = store.query("SELECT * FROM models ORDER BY model_id")
+    specs = {ms.model_id: ms for ms in resolve_all(list(REDUCED_MODELS))}
+    assert sorted(specs) == models["model_id"].to_list()
+    for row in models.iter_rows(named=True):
+        assert row["params"] == count_params(specs[row["model_id"]])  # the built module's count = the meta count
+        assert len(row["weights_sha256"]) == 64 and row["gmacs_reason"] is None
+    lite, random = models.row(0, named=True), models.row(1, named=True)
+    # published multiply-adds at 224 px: EfficientNet-Lite0 407 M (TF model card), MobileNetV3-Small 1.0 56 M (paper)
+    assert lite["gmacs"] == pytest.approx(0.407, rel=0.05) and random["gmacs"] == pytest.approx(0.056, rel=0.1)
+    assert (lite["family"], lite["pretraining"], lite["metadata_source"]) == ("efficientnet", "in1k", "rules")
+    assert (random["family"], random["pretraining"], random["clip"]) == ("mobilenet", None, False)
+
+
 def test_rerunning_the_demo_duplicates_nothing(demo_workspace):
     from pipelines.demo import run_demo
 
