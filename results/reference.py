@@ -220,11 +220,11 @@ def read_hsc_csv(path: Path) -> pl.DataFrame:
         .unpivot(index="Architecture", variable_name="column_name", value_name="text")
         .with_columns(pl.col("text").str.strip_chars())
     )
-    text = long.get_column("text")
-    value = pl.when(text.is_in(list(_MISSING)) | text.is_null()).then(None).otherwise(text).cast(
-        pl.Float64, strict=False
+    long = long.with_columns(
+        pl.when(pl.col("text").is_in(list(_MISSING))).then(None).otherwise(pl.col("text"))
+        .cast(pl.Float64, strict=False)
+        .alias("value")
     )
-    long = long.with_columns(pl.Series("value", long.select(value).to_series()))
     bad = long.filter(pl.col("value").is_null() & pl.col("text").is_not_null() & ~pl.col("text").is_in(list(_MISSING)))
     if bad.height:
         first = bad.row(0, named=True)
