@@ -59,4 +59,5 @@ def run_from_config(config: RunConfig) -> RunContext:
         settings=config.engine,
         ray_address=config.ray_address,
         num_cpus=config.num_cpus,
+        metadata_overrides=config.metadata_overrides,
     )

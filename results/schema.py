@@ -55,7 +55,18 @@ TABLES: dict[str, str] = {
             preprocess_signature VARCHAR,
             weights_sha256 VARCHAR,
             pretrained_cfg JSON,
-            run_id VARCHAR
+            run_id VARCHAR,
+            -- training regime (results/model_metadata.py; docs/models.md "Training regime") and cost
+            family VARCHAR,                     -- architecture family: resnet, convnext, vit, deit, clip, …
+            pretraining VARCHAR,                -- pre-training data: in1k, in21k, in22k, laion, openai, ig, jft, …
+            distilled BOOLEAN,
+            self_supervised BOOLEAN,
+            semi_supervised BOOLEAN,
+            clip BOOLEAN,
+            adversarial BOOLEAN,
+            metadata_source VARCHAR,            -- rules | override (a user's override file)
+            gmacs DOUBLE,                       -- 1e9 multiply-accumulates of one image at input_size (FLOPs / 2)
+            gmacs_reason VARCHAR                -- why gmacs is NULL
         )""",
     "run_tasks": """
         CREATE TABLE run_tasks (
@@ -243,6 +254,34 @@ TABLES: dict[str, str] = {
             source_file VARCHAR,                -- the imported CSV's file name
             PRIMARY KEY (model_name, kappa, level)
         )""",
+    "reference_hsc_metrics": """
+        CREATE TABLE reference_hsc_metrics (
+            model_name VARCHAR NOT NULL,        -- `Architecture` as published (HSC models comparison table)
+            column_name VARCHAR NOT NULL,       -- the published column, e.g. hAURC_climbing_01_TS
+            metric VARCHAR NOT NULL,            -- the column without _TS, rule and risk: AURC, ECE_15, hAURC, Gain, …
+            temperature_scaled BOOLEAN NOT NULL,  -- a _TS column (45k TS split), and Temperature
+            rule VARCHAR,                       -- hAURC/Gain: our rule (selective, climbing, jumping, max_coverage)
+            risk_type VARCHAR,                  -- hAURC/Gain: 01 | severity (published `hier`)
+            value DOUBLE,                       -- in `unit`; Accuracy converted from percent; NULL for NaN
+            unit VARCHAR NOT NULL,              -- fraction | percent | scalar | count | pixels
+            ours VARCHAR,                       -- the comparable column of ours, <table>.<column>
+            source_file VARCHAR,
+            PRIMARY KEY (model_name, column_name)
+        )""",
+    "reference_models": """
+        CREATE TABLE reference_models (
+            model_name VARCHAR PRIMARY KEY,     -- as published (C-OOD `model name`, HSC `Architecture`)
+            model_id VARCHAR,                   -- our model id when the name maps to one
+            mapping VARCHAR,                    -- how it maps: model_id | timm_name | torchvision_v1 | clip_openai | …
+            family VARCHAR,                     -- the training regime, as in `models`
+            pretraining VARCHAR,
+            distilled BOOLEAN,
+            self_supervised BOOLEAN,
+            semi_supervised BOOLEAN,
+            clip BOOLEAN,
+            adversarial BOOLEAN,
+            metadata_source VARCHAR
+        )""",
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -259,6 +298,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "hsc_curves": ("model_id", "rule", "temperature_scaled", "risk_type", "point"),
     "hsc_calibration": ("model_id", "method", "alpha"),
     "reference_cood_levels": ("model_name", "kappa", "level"),
+    "reference_hsc_metrics": ("model_name", "column_name"),
+    "reference_models": ("model_name",),
 }
 
 # DuckDB type of a contract column -> its polars dtype (JSON travels as text; TIMESTAMP is naive, microseconds).

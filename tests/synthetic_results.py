@@ -55,7 +55,8 @@ def synthetic_frames(
 
     Per model: 2 run tasks (one more failed task in all), 6 selective_metrics rows (3 κ × TS off/on),
     ``num_levels`` × 3 κ cood_levels rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points
-    per hsc curve, 3 methods × 2 α hsc_calibration rows, and published C-OOD rows for the first three models.
+    per hsc curve, 3 methods × 2 α hsc_calibration rows, and published C-OOD and HSC rows for the first three
+    models (with their reference_models rows).
     """
     if n_models < 1:
         raise ValueError(f"n_models must be >= 1, got {n_models}")
@@ -314,7 +315,40 @@ def synthetic_frames(
             "violation_rate": rng.uniform(0.0, 0.12, n_cal),
         }
     )
+    _published_hsc(frames, models[:3].tolist(), rng)
     return {name: frame for name, frame in frames.items() if name in TABLES}
+
+
+def _published_hsc(frames: dict[str, pl.DataFrame], models: list[str], rng: np.random.Generator) -> None:
+    """The published HSC table (reference_hsc_metrics: hAURC and Accuracy) for ``models`` under their timm
+    ``name.tag`` (our values plus noise), and reference_models for every published name of both tables."""
+    from results.reference import reference_models
+
+    rules = frames["hsc_rules"].filter(pl.col("model_id").is_in(models))
+    suffix = pl.when(pl.col("temperature_scaled")).then(pl.lit("_TS")).otherwise(pl.lit(""))
+    published_rule = pl.col("rule").replace({"max_coverage": "maxcoverage"})
+    haurc = rules.select(
+        pl.col("model_id").str.strip_prefix("timm-").alias("model_name"),
+        pl.concat_str(pl.lit("hAURC_"), published_rule, pl.lit("_"), pl.col("risk_type").replace({"severity": "hier"}),
+                      suffix).alias("column_name"),
+        pl.lit("hAURC").alias("metric"), "temperature_scaled", "rule", "risk_type",
+        (pl.col("haurc") + rng.normal(0.0, 0.001, rules.height)).alias("value"),
+        pl.lit("fraction").alias("unit"), pl.lit("hsc_rules.haurc").alias("ours"),
+    )
+    selective = frames["selective_metrics"].filter(pl.col("model_id").is_in(models) & (pl.col("kappa") == "msp"))
+    accuracy = selective.select(
+        pl.col("model_id").str.strip_prefix("timm-").alias("model_name"),
+        pl.concat_str(pl.lit("Accuracy"), suffix).alias("column_name"), pl.lit("Accuracy").alias("metric"),
+        "temperature_scaled", pl.lit(None, pl.String).alias("rule"), pl.lit(None, pl.String).alias("risk_type"),
+        pl.col("accuracy").round(5).alias("value"), pl.lit("fraction").alias("unit"),
+        pl.lit("selective_metrics.accuracy").alias("ours"),
+    )
+    frames["reference_hsc_metrics"] = pl.concat([haurc, accuracy]).with_columns(
+        pl.lit("synthetic_hsc.csv").alias("source_file")
+    )
+    names = [*frames["reference_hsc_metrics"]["model_name"].unique(maintain_order=True),
+             *frames["reference_cood_levels"]["model_name"].unique(maintain_order=True)]
+    frames["reference_models"] = reference_models(names)
 
 
 def write_synthetic_outputs(

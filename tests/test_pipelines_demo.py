@@ -94,6 +94,52 @@ def test_demo_database_has_one_row_per_model(demo_workspace):
     assert random_row["accuracy"][0] < 0.5
 
 
+def test_demo_models_carry_params_weights_hash_gmacs_and_regime(demo_workspace):
+    from pipelines.zoo import count_params, resolve_all
+    from results.store import Store
+
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        models = store.query("SELECT * FROM models ORDER BY model_id")
+    specs = {ms.model_id: ms for ms in resolve_all(list(REDUCED_MODELS))}
+    assert sorted(specs) == models["model_id"].to_list()
+    for row in models.iter_rows(named=True):
+        assert row["params"] == count_params(specs[row["model_id"]])  # the built module's count = the meta count
+        assert len(row["weights_sha256"]) == 64 and row["gmacs_reason"] is None
+    lite, random = models.row(0, named=True), models.row(1, named=True)
+    for row in (lite, random):  # FlopCounterMode's count = a count by hand over the convolutions and linear layers
+        assert row["gmacs"] == pytest.approx(_hand_gmacs(specs[row["model_id"]]), rel=1e-12)
+    # published multiply-adds at 224 px (which also count some element-wise work): EfficientNet-Lite0 407 M
+    # (TF model card), MobileNetV3-Small 1.0 56 M (paper)
+    assert lite["gmacs"] == pytest.approx(0.407, rel=0.1) and random["gmacs"] == pytest.approx(0.056, rel=0.1)
+    assert (lite["family"], lite["pretraining"], lite["metadata_source"]) == ("efficientnet", "in1k", "rules")
+    assert (random["family"], random["pretraining"], random["clip"]) == ("mobilenet", None, False)
+
+
+def _hand_gmacs(ms) -> float:
+    """Multiply-adds of one image counted from each Conv2d's and Linear's shapes (forward hooks, meta device)."""
+    import torch
+
+    from pipelines.zoo.registry import lookup_source
+
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    with torch.device("meta"):
+        model = lookup_source(ms.source, ms.spec).architecture(ms).eval()
+        for module in model.modules():
+            module.register_forward_hook(count)
+        size = ms.preprocess.input_size
+        model(torch.empty(1, 3, size, size))
+    return total / 1e9
+
+
 def test_rerunning_the_demo_duplicates_nothing(demo_workspace):
     from pipelines.demo import run_demo
 

@@ -128,20 +128,37 @@ def report(
 
 
 def import_reference(
-    csv_file: Path = typer.Argument(..., help="Published C-OOD results CSV (cood.md section 4 column format)."),
+    csv_file: Path = typer.Argument(
+        ..., help="A published table: the C-OOD results CSV or the HSC models comparison CSV (told apart by header)."
+    ),
     workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help=_WORKSPACE_HELP),
+    model_metadata: Path = typer.Option(
+        None, "--model-metadata", help="Training-regime override file, .toml or .csv, keyed by published name."
+    ),
 ) -> None:
-    """Load a published C-OOD results table into reference_cood_levels (replaces rows with the same key)."""
-    from results.reference import read_reference_csv
+    """Load a published table (C-OOD results -> reference_cood_levels, HSC models comparison ->
+    reference_hsc_metrics) and its models' ids and training regimes (reference_models); replaces rows by key."""
+    from pipelines.zoo.timm_models import published_timm_name
+    from results.model_metadata import load_overrides
+    from results.reference import COOD_FORMAT, detect_format, read_hsc_csv, read_reference_csv, reference_models
     from results.store import Store
 
-    rows = read_reference_csv(csv_file)
+    kind = detect_format(csv_file)
+    overrides = load_overrides(model_metadata) if model_metadata is not None else None
+    table = "reference_cood_levels" if kind == COOD_FORMAT else "reference_hsc_metrics"
+    rows = read_reference_csv(csv_file) if kind == COOD_FORMAT else read_hsc_csv(csv_file)
+    models = reference_models(rows["model_name"].unique(maintain_order=True), resolve=published_timm_name,
+                              overrides=overrides)
     db_path = _database(workspace, must_exist=False)
     with Store.open(db_path) as store:
-        count = store.ingest("reference_cood_levels", rows)
-    kappas = ", ".join(sorted(rows["kappa"].unique().to_list()))
-    models = rows["model_name"].n_unique()
-    typer.echo(f"imported {count} rows ({models} models; κ {kappas}) into {db_path}")
+        counts = store.ingest_frames({table: rows, "reference_models": models})
+    mapped = models["model_id"].drop_nulls().len()
+    if kind == COOD_FORMAT:
+        kappas = ", ".join(sorted(rows["kappa"].unique().to_list()))
+        what = f"imported {counts[table]} rows ({models.height} models; κ {kappas})"
+    else:
+        what = f"imported {counts[table]} values ({models.height} models × {rows['column_name'].n_unique()} columns)"
+    typer.echo(f"{what} into {table} of {db_path}; {mapped} of {models.height} model names map to a model id")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,12 +25,14 @@ def config_from_flags(
     window: int | None = None,
     levels: int | None = None,
     shards: int | None = None,
+    model_metadata: Path | None = None,
 ) -> dict[str, Any]:
     """``raw`` (a parsed config, or {}) with the command-line flags applied: ``--model`` (repeatable) replaces
     ``models``; ``--id`` / ``--ood`` replace the ID / OOD dataset (named imagenet-val / imagenet21k);
     ``--ray-address`` sets ``[ray] address``; ``--analysis`` (repeatable) replaces ``analyses``;
     ``--per-class`` / ``--n-estimation`` set ``per_class`` / ``n_estimation`` of every OOD dataset;
-    ``--window`` / ``--levels`` set ``[cood] window`` / ``levels``; ``--shards`` sets ``[inference] shards``.
+    ``--window`` / ``--levels`` set ``[cood] window`` / ``levels``; ``--shards`` sets ``[inference] shards``;
+    ``--model-metadata`` sets ``model_metadata``.
 
     Only the raw keys are written (None: flag not given); their values are checked by
     :func:`pipelines.engine.run_config.parse_config`. Raises UserError when ``--per-class`` or
@@ -66,6 +68,8 @@ def config_from_flags(
         merged["cood"] = {**merged.get("cood", {}), **cood}
     if shards is not None:
         merged["inference"] = {**merged.get("inference", {}), "shards": shards}
+    if model_metadata is not None:
+        merged["model_metadata"] = str(Path(model_metadata).resolve())
     return merged
 
 
@@ -102,6 +106,9 @@ def register(app: typer.Typer) -> None:
         shards: int | None = typer.Option(
             None, "--shards", help="Inference shards per dataset (inference.shards in a config)."
         ),
+        model_metadata: Path | None = typer.Option(
+            None, "--model-metadata", help="Training-regime override file, .toml or .csv (docs/models.md)."
+        ),
     ) -> int:
         """Run every model over every dataset (Ray, resumable), then every analysis, then ingest into DuckDB.
 
@@ -115,7 +122,8 @@ def register(app: typer.Typer) -> None:
 
         flags = (model, id_root, ood_root, ray_address, analysis)
         numbers = {
-            "per_class": per_class, "n_estimation": n_estimation, "window": window, "levels": levels, "shards": shards
+            "per_class": per_class, "n_estimation": n_estimation, "window": window, "levels": levels, "shards": shards,
+            "model_metadata": model_metadata,
         }
         if config is None and not (model and (id_root or ood_root)):
             raise UserError("give a CONFIG.toml, or at least --model SPEC and --id DIR (see `uebench run --help`)")

@@ -34,6 +34,8 @@ from pipelines.engine.provenance import code_version, device_description, librar
 from pipelines.engine.stream import EngineSettings, Plan, run_inference
 from pipelines.errors import UserError
 from pipelines.zoo import ModelSpec
+from pipelines.zoo.metadata import metadata_columns
+from results.model_metadata import Overrides
 from results.store import database_path
 
 # An analysis gets the run context and returns {table name: rows} to ingest.
@@ -98,8 +100,15 @@ def _manifest_sha256(workspace: Path, dataset: ImageDataset) -> str | None:
 
 
 def _frames_from_inference(
-    workspace: Path, run_id: str, models: list[ModelSpec], datasets: list[ImageDataset], report: InferenceReport
+    workspace: Path,
+    run_id: str,
+    models: list[ModelSpec],
+    datasets: list[ImageDataset],
+    report: InferenceReport,
+    overrides: Overrides | None = None,
 ) -> dict[str, pl.DataFrame]:
+    """The ``models``, ``run_tasks``, ``datasets`` (and ``bad_files``) rows of a run's inference; each model row
+    carries its training regime (rules, then ``overrides``) and GMACs (pipelines.zoo.metadata)."""
     results = report.results
     reasons = {(m, d, s): why for m, d, s, why in report.recomputed if s >= 0}
     info = {r.model_id: r.model_info for r in results if r.model_info}
@@ -111,6 +120,7 @@ def _frames_from_inference(
             weights_sha256=info.get(ms.model_id, {}).get("weights_sha256"),
             pretrained_cfg=json.dumps(ms.pretrained_cfg, default=str, sort_keys=True),
             run_id=run_id,
+            **metadata_columns(ms, overrides),
         )
         model_rows.append(row)
     task_rows = [
@@ -212,6 +222,7 @@ def execute(
     num_cpus: int | None = None,
     console: Console | None = None,
     command: str = "uebench run",
+    metadata_overrides: Overrides | None = None,
 ) -> RunContext:
     """Run inference for every (model, dataset), then each analysis, ingesting everything; returns the context.
 
@@ -221,7 +232,8 @@ def execute(
     ``partial`` (some tasks or analyses failed) or ``failed`` (every model failed), set on the returned context.
     Ctrl-C marks the run ``interrupted``, disconnects from Ray (which cancels this driver's Ray work) and re-raises
     KeyboardInterrupt. ``settings.gpus_per_actor`` None-like 0 with GPUs in the cluster: one GPU per model actor
-    unless ``inference.device`` is "cpu".
+    unless ``inference.device`` is "cpu". ``metadata_overrides``: the user's model metadata override file
+    (``models`` regime columns; docs/models.md).
     """
     from results.store import Store
 
@@ -242,7 +254,7 @@ def execute(
         try:
             return _execute_locked(
                 models, datasets, workspace, analyses, run_id, run_row, log, options, config or {},
-                inference, settings, ray_address, num_cpus,
+                inference, settings, ray_address, num_cpus, metadata_overrides,
             )
         except KeyboardInterrupt:
             if run_row:
@@ -284,6 +296,7 @@ def _execute_locked(
     settings: EngineSettings,
     ray_address: str | None,
     num_cpus: int | None,
+    metadata_overrides: Overrides | None = None,
 ) -> RunContext:
     from results.store import Store
 
@@ -340,7 +353,7 @@ def _execute_locked(
         workspace=workspace, run_id=run_id, models=[m for m in models if m.model_id not in failed_models],
         datasets=datasets, options=options, console=console, inference=report,
     )
-    frames = _frames_from_inference(workspace, run_id, models, datasets, report)
+    frames = _frames_from_inference(workspace, run_id, models, datasets, report, metadata_overrides)
     with Store.open(db_path, samples=False) as store:
         for table, frame in frames.items():
             store.ingest(table, frame)

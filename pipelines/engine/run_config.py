@@ -5,6 +5,7 @@ Example (every key but ``models`` and one dataset is optional)::
     workspace = "runs/zoo-2026"
     models = ["timm:resnet50.a1_in1k", "timm:vit_*", "file:more-models.txt"]
     analyses = ["selective", "hsc", "cood"]       # default: every analysis that applies
+    model_metadata = "regimes.toml"               # optional: override the training-regime rules (docs/models.md)
 
     [datasets.imagenet-val]                       # ImageNet-1k val (one ID set per run), folder-per-wnid layout
     kind = "id"
@@ -62,8 +63,11 @@ from pipelines.engine.identity import DEFAULT_SHARDS
 from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
 from pipelines.engine.stream import EngineSettings
 from pipelines.errors import UserError
+from results.model_metadata import Overrides, load_overrides
 
-KNOWN_KEYS = {"workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc"}
+KNOWN_KEYS = {
+    "workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc", "model_metadata"
+}
 RAY_KEYS = {
     "address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task", "model_actors", "decode_cpus",
     "model_resources",
@@ -111,6 +115,7 @@ class RunConfig:
     engine: EngineSettings = field(default_factory=EngineSettings)
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     raw: dict[str, Any] = field(default_factory=dict)
+    metadata_overrides: Overrides | None = None  # ``model_metadata`` file, read and checked
 
     @property
     def seed(self) -> int:
@@ -241,6 +246,13 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         raise UserError(f"need [cood] window ≥ 1, levels ≥ 2 and [hsc] repetitions ≥ 1, got {window}, {levels}, "
                         f"{repetitions}")
     chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
+    overrides = None
+    if "model_metadata" in raw:
+        where = _typed("model_metadata", raw["model_metadata"], str, "a path to a .toml or .csv file")
+        try:
+            overrides = load_overrides(base / Path(where).expanduser())
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     return RunConfig(
         workspace=Path(chosen).expanduser(),
         models=models,
@@ -268,6 +280,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             cood_kappas=(*LOGIT_KAPPAS, *(name for name in model_confidences if name != "mcd_pred")),
         ),
         raw=raw,
+        metadata_overrides=overrides,
     )
 
 

@@ -184,3 +184,23 @@ def _build(ms: ModelSpec, drop_rate: float | None = None):
 
 
 SOURCE = register_source(Source("timm", _resolve, _build, _architecture, build_with_dropout=_build))
+
+
+def published_timm_name(name: str) -> tuple[str, str] | None:
+    """The current timm ``architecture.tag`` of a bare timm name as the papers wrote it (timm 0.4–0.6 spellings),
+    and how it was found: ``timm_renamed`` (timm's table of renamed models: ``ssl_resnet50`` ->
+    ``resnet50.fb_ssl_yfcc100m_ft_in1k``) or ``timm_default_tag`` (an architecture without a tag: timm's default
+    pretrained tag today, which may be other weights than the paper's); None when timm knows neither.
+    For :func:`results.reference.reference_models`."""
+    from timm.models import _registry
+
+    new = _registry._deprecated_models.get(name)  # {old name: new name}, filled as timm imports its models
+    if new:
+        if "." not in new:
+            tag = _cfg(new).get("tag")
+            new = f"{new}.{tag}" if tag else new
+        return (new, "timm_renamed") if "." in new else None
+    if "." in name or not _registry.is_model(name) or not _registry.is_model_pretrained(name):
+        return None
+    tag = _cfg(name).get("tag")
+    return (f"{name}.{tag}", "timm_default_tag") if tag else None

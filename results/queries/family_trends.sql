@@ -1,6 +1,6 @@
--- Per-family averages (family = the architecture name up to its first digit or underscore), MSP, no TS.
+-- Per-family averages (models.family; docs/models.md "Training regime"), MSP, no TS.
 SELECT
-    regexp_extract(m.name, '^[A-Za-z]+') AS family,
+    coalesce(m.family, regexp_extract(m.name, '^[A-Za-z]+')) AS family,
     count(*) AS models,
     avg(s.accuracy) AS mean_accuracy,
     avg(s.auroc) AS mean_auroc,
@@ -9,5 +9,5 @@ SELECT
 FROM selective_metrics AS s
 JOIN models AS m USING (model_id)
 WHERE s.kappa = 'msp' AND NOT s.temperature_scaled AND s.subset = 'all'
-GROUP BY family
+GROUP BY ALL
 ORDER BY mean_auroc DESC, family

@@ -1,4 +1,4 @@
--- The evaluated models with their weights and preprocessing.
+-- The evaluated models with their weights, preprocessing, training regime and cost.
 SELECT
     model_id,
     spec,
@@ -7,6 +7,14 @@ SELECT
     pretrained_tag,
     pretrained,
     params,
+    gmacs,
+    family,
+    pretraining,
+    distilled,
+    self_supervised,
+    semi_supervised,
+    clip,
+    adversarial,
     input_size,
     crop_pct,
     crop_mode,
