@@ -22,7 +22,7 @@ demo: $(STAMP)
 wordnet: $(STAMP)
 	-@bash scripts/install_wordnet.sh
 
-# Headless Chromium is only needed by the report screenshot test; best effort (the test says why it skips).
+# Headless Chromium is only needed by the report test (driven by playwright); best effort (the test says why it skips).
 browser:
 	-@bash scripts/install_chromium.sh
 

@@ -2,7 +2,9 @@
 
 Inputs are ``conf: (N,) float`` (higher = more confident) and ``correct: (N,) bool`` (top-1 prediction
 correct). Every ranking metric is computed from one stable descending sort, held by :class:`RankedScores`;
-:func:`summarize` computes the whole bundle of one (model, κ) from that single sort.
+:func:`summarize` computes the whole bundle of one (model, κ) from that single sort, and
+:func:`selective_summary` adds what a report draws from the same sort and bins: the risk–coverage points
+(:func:`risk_coverage_points`) and the calibration bins of ECE (:func:`reliability_table`).
 
 Conventions (docs/metrics.md has the full table):
 - Every quantity is a fraction (accuracy too); nothing is ×1000 or percent.
@@ -27,8 +29,12 @@ from hsc.softmax import softmax_stats
 from hsc.temperature import TemperatureFit, fit_temperature, fit_temperature_result
 
 __all__ = [
+    "CURVE_POINTS",
     "PairCounts",
     "RankedScores",
+    "ReliabilityTable",
+    "RiskCoveragePoints",
+    "SelectiveSummary",
     "TemperatureFit",
     "adaptive_bin_edges",
     "adaptive_ece",
@@ -49,14 +55,18 @@ __all__ = [
     "nll",
     "pair_counts",
     "rank_scores",
+    "reliability_table",
     "risk_at_coverage",
+    "risk_coverage_points",
     "selective_risk_curve",
+    "selective_summary",
     "summarize",
 ]
 
 Ties = Literal["midrank", "reference"]
 BIN_CONVENTIONS = ("(lo,hi]", "[lo,hi)")
 _FEW_EDGES = 64  # up to this many bin edges, _edges_below compares edge by edge
+CURVE_POINTS = 200  # stored points per risk–coverage curve (risk_coverage_points)
 _SEMANTICS = {"first": "first", "first_violation": "first", "max": "max", "max_coverage": "max"}
 
 
@@ -321,6 +331,60 @@ def selective_risk_curve(
     return _risk_curve(rank_scores(conf, correct), ties)
 
 
+@dataclass(frozen=True)
+class RiskCoveragePoints:
+    """Points of the tie-aware risk–coverage curve, each (P,), coverage increasing.
+
+    ``accepted``: int64 k, the samples accepted (a tie-block end, so the point is one threshold);
+    ``coverage``: k/n; ``risk``: errors among the k most confident / k, exact (no interpolation);
+    ``threshold``: float64 κ of the k-th most confident sample (accept κ ≥ threshold).
+    """
+
+    accepted: np.ndarray
+    coverage: np.ndarray
+    risk: np.ndarray
+    threshold: np.ndarray
+
+
+def _thin(coverage: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices into the increasing ``coverage: (B,)`` of at most ``max_points`` points: for each of the
+    ``max_points`` evenly spaced targets j/(max_points − 1) the first point at or above it (so the first and
+    the last point are always kept), without repeats."""
+    if not (isinstance(max_points, int | np.integer) and max_points >= 2):
+        raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
+    if coverage.size <= max_points:
+        return np.arange(coverage.size)
+    targets = np.linspace(0.0, 1.0, int(max_points))
+    return np.unique(np.minimum(np.searchsorted(coverage, targets, side="left"), coverage.size - 1))
+
+
+def _risk_coverage_points(r: RankedScores, max_points: int, kappa: np.ndarray) -> RiskCoveragePoints:
+    k = r.block_end
+    coverage = k / r.n
+    keep = _thin(coverage, max_points)
+    k = k[keep]
+    return RiskCoveragePoints(k, coverage[keep], r.errors_before[k] / k, kappa[k - 1])
+
+
+def risk_coverage_points(
+    conf: np.ndarray, correct: np.ndarray, max_points: int = CURVE_POINTS, *, values: np.ndarray | None = None
+) -> RiskCoveragePoints:
+    """At most ``max_points`` (≥ 2) points of the tie-aware risk–coverage curve of ``conf: (N,)`` /
+    ``correct: (N,) bool`` (:func:`selective_risk_curve` with ``ties="midrank"``), as stored in the
+    ``selective_curves`` table.
+
+    The curve has one point per distinct threshold (a tie-block end k: coverage k/n, risk = errors among the k
+    most confident / k). When it has more than ``max_points`` points, it is thinned to the first point at or
+    above each of ``max_points`` evenly spaced coverages j/(max_points − 1), repeats dropped: the first and
+    last points (coverage 1, risk = error rate) are always kept, and every kept point is an exact curve point.
+    ``values: (N,)``: the κ values reported as ``threshold`` when ``conf`` is a finer ranking key of them (as in
+    :func:`summarize`); default ``conf``.
+    """
+    r = rank_scores(conf, correct)
+    kappa = r.conf if values is None else _check_inputs(values, r.correct)[0][r.order]
+    return _risk_coverage_points(r, max_points, kappa)
+
+
 def _aurc(r: RankedScores, ties: str) -> float:
     _check_ties(ties)
     if ties == "reference":
@@ -503,14 +567,22 @@ def _edges_below(values: np.ndarray, edges: np.ndarray, side: str) -> np.ndarray
     return below
 
 
-def _bin_gaps(conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0 (j = −1: in no bin)."""
+def _bin_sums(
+    conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin (count, Σκ, number correct), each (n_bins,), over samples with bin index j ≥ 0 (j = −1: in no
+    bin)."""
     slot = j.astype(np.intp) + 1  # slot 0 collects the samples that are in no bin
     by_outcome = np.bincount(2 * slot + correct, minlength=2 * (n_bins + 1))  # (slot, wrong/correct) counts
     n_correct = by_outcome[3::2]
     count = by_outcome[2::2] + n_correct
-    gap = np.abs(np.bincount(slot, weights=conf, minlength=n_bins + 1)[1:] - n_correct)
-    return count, gap
+    return count, np.bincount(slot, weights=conf, minlength=n_bins + 1)[1:], n_correct
+
+
+def _bin_gaps(conf: np.ndarray, correct: np.ndarray, j: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin (count, |Σκ − Σcorrect|) over samples with bin index j ≥ 0 (j = −1: in no bin)."""
+    count, conf_sum, n_correct = _bin_sums(conf, correct, j, n_bins)
+    return count, np.abs(conf_sum - n_correct)
 
 
 def _ece_from_bins(count: np.ndarray, gap: np.ndarray, n: int, norm: str) -> float:
@@ -533,6 +605,67 @@ def _equal_width_bins(conf: np.ndarray, bins: int, convention: str) -> np.ndarra
     if convention == "(lo,hi]":
         return _edges_below(c32, edges, "left") - 1  # κ = 0 -> −1: in no bin, still counted in n
     return np.minimum(_edges_below(c32, edges, "right") - 1, bins - 1)  # κ = 1 joins the last bin
+
+
+@dataclass(frozen=True)
+class ReliabilityTable:
+    """The equal-width bins behind :func:`ece` / :func:`mce`, as stored in the ``reliability_bins`` table.
+
+    ``lo``, ``hi``: (M,) float64, the float32 edges j/M, (j+1)/M (as compared with κ); ``count``: (M,) int64
+    samples in each bin; ``conf_sum``: (M,) float64 Σκ; ``n_correct``: (M,) int64; ``n``: every sample, also
+    those in no bin (κ = 0 under ``(lo,hi]``); ``convention``: ``(lo,hi]`` or ``[lo,hi)``.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    count: np.ndarray
+    conf_sum: np.ndarray
+    n_correct: np.ndarray
+    n: int
+    convention: str
+
+    @property
+    def mean_conf(self) -> np.ndarray:
+        """(M,) mean κ per bin; NaN for an empty bin."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.conf_sum / self.count, np.nan)
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """(M,) fraction correct per bin; NaN for an empty bin."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.n_correct / self.count, np.nan)
+
+    @property
+    def ece(self) -> float:
+        """Σ_j |Σκ_j − correct_j|/n: exactly :func:`ece` (and the ``ece15`` column) of the same samples."""
+        return _ece_from_bins(self.count, np.abs(self.conf_sum - self.n_correct), self.n, "l1")
+
+    @property
+    def mce(self) -> float:
+        """max_j |mean κ_j − acc_j| over non-empty bins: exactly :func:`mce` (NaN with a warning if all empty)."""
+        return _ece_from_bins(self.count, np.abs(self.conf_sum - self.n_correct), self.n, "max")
+
+
+def _reliability(kappa: np.ndarray, correct: np.ndarray, bins: int, convention: str) -> ReliabilityTable:
+    count, conf_sum, n_correct = _bin_sums(kappa, correct, _equal_width_bins(kappa, bins, convention), bins)
+    edges = np.linspace(0, 1, bins + 1, dtype=np.float32).astype(np.float64)
+    return ReliabilityTable(edges[:-1], edges[1:], count, conf_sum, n_correct, int(kappa.size), convention)
+
+
+def reliability_table(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    bins: int = 15,
+    *,
+    convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
+) -> ReliabilityTable:
+    """The :class:`ReliabilityTable` of probabilities ``conf: (N,)`` and ``correct: (N,) bool``: ``bins``
+    equal-width bins with the binning of :func:`ece` (float32 edges, ``convention``); its ``.ece`` equals
+    ``ece(conf, correct, bins, convention=convention)``."""
+    c, y = _check_inputs(conf, correct)
+    _check_probability(c)
+    return _reliability(c, y, bins, convention)
 
 
 def _calibration(conf, correct, bins, convention, norm) -> float:
@@ -670,6 +803,17 @@ def _beta(temperature: float) -> float:
 # the bundle
 
 
+@dataclass(frozen=True)
+class SelectiveSummary:
+    """What :func:`selective_summary` computes from one sort: ``metrics`` (:func:`summarize`'s columns), the
+    stored risk–coverage ``curve`` (:func:`risk_coverage_points`) and the ``reliability`` bins behind ECE/MCE
+    (:func:`reliability_table`; None unless κ is a probability)."""
+
+    metrics: dict[str, float]
+    curve: RiskCoveragePoints
+    reliability: ReliabilityTable | None
+
+
 def summarize(
     conf: np.ndarray,
     correct: np.ndarray,
@@ -689,6 +833,38 @@ def summarize(
     ``probability``: κ is a probability (MSP), so the calibration columns (ECE, MCE, A-ECE) are computed;
     otherwise they are NaN. Ranking columns of single-class input are NaN (with a warning).
     """
+    return _summarize(conf, correct, probability, values, order_hint, bins, convention, None)[0]
+
+
+def selective_summary(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    *,
+    probability: bool,
+    values: np.ndarray | None = None,
+    order_hint: np.ndarray | None = None,
+    bins: int = 15,
+    convention: Literal["(lo,hi]", "[lo,hi)"] = "(lo,hi]",
+    max_points: int = CURVE_POINTS,
+) -> SelectiveSummary:
+    """:func:`summarize` plus the tables a report draws, from the same sort and the same conventions: the
+    tie-aware risk–coverage curve ranked by ``conf`` (thinned to ``max_points``, :func:`risk_coverage_points`,
+    thresholds in κ = ``values`` when given) and, when ``probability``, the equal-width ``bins`` of ECE/MCE in
+    ``convention`` (:class:`ReliabilityTable`, whose ``.ece`` is ``metrics["ece<bins>"]``)."""
+    metrics, curve, table = _summarize(conf, correct, probability, values, order_hint, bins, convention, max_points)
+    return SelectiveSummary(metrics, curve, table)
+
+
+def _summarize(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    probability: bool,
+    values: np.ndarray | None,
+    order_hint: np.ndarray | None,
+    bins: int,
+    convention: str,
+    max_points: int | None,
+) -> tuple[dict[str, float], RiskCoveragePoints | None, ReliabilityTable | None]:
     r = rank_scores(conf, correct, order_hint)
     n = r.n
     if values is None:
@@ -699,6 +875,8 @@ def summarize(
         # allow last-bit wobble of a monotone map computed in floating point (e.g. exp of log-MSP)
         if np.any(kappa[1:] - kappa[:-1] > 1e-12 * np.maximum(1.0, np.abs(kappa[:-1]))):
             raise ValueError("values must be a non-decreasing function of conf (the same ranking)")
+    curve = None if max_points is None else _risk_coverage_points(r, max_points, kappa)
+    table = None
     out: dict[str, float] = {"n": n, "accuracy": (n - r.m) / n}
     out["auroc"] = _auroc(r, "midrank")
     out["auroc_ref"] = _auroc(r, "reference")
@@ -720,9 +898,9 @@ def summarize(
     ascending = r.ascending if values is None else np.ascontiguousarray(kappa[::-1])
     if probability:
         _check_probability(ascending)
-        count, gap = _bin_gaps(kappa, r.correct, _equal_width_bins(kappa, bins, convention), bins)
-        out[f"ece{bins}"] = _ece_from_bins(count, gap, n, "l1")
-        out[f"mce{bins}"] = _ece_from_bins(count, gap, n, "max")
+        table = _reliability(kappa, r.correct, bins, convention)
+        out[f"ece{bins}"] = table.ece
+        out[f"mce{bins}"] = table.mce
         edges = _adaptive_edges(ascending, bins, reference=False)
         count, gap = _bin_gaps(kappa, r.correct, _edges_below(kappa, edges, "left") - 1, bins)
         out["aece"] = _ece_from_bins(count, gap, n, "l1")
@@ -734,4 +912,4 @@ def summarize(
     else:
         out[f"ece{bins}"] = out[f"mce{bins}"] = out["aece"] = out["aece_ref"] = math.nan
     out.update(_confidence_stats_sorted(ascending))
-    return out
+    return out, curve, table

@@ -1,9 +1,9 @@
 """results — the DuckDB store, read-only SQL, leaderboards and the HTML report.
 
-Public names are imported lazily, so ``import results`` loads neither DuckDB nor matplotlib:
+Public names are imported lazily, so ``import results`` loads neither DuckDB nor plotly:
 ``connect``/``Results`` (read-only Python API), ``Store``/``StoreError``/``ingest_frames`` (the driver's
 writer), ``build_report`` (HTML report), and the submodules ``schema``, ``store``, ``sql``, ``report``,
-``reference``, ``model_metadata`` and ``migrations``.
+``report_assets``, ``reference``, ``model_metadata`` and ``migrations``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,6 @@ _ATTRS = {
     "ingest_frames": ("results.store", "ingest_frames"),
     "build_report": ("results.report", "build_report"),
 }
-_SUBMODULES = {"api", "schema", "store", "sql", "report", "reference", "model_metadata", "migrations"}
+_SUBMODULES = {"api", "schema", "store", "sql", "report", "report_assets", "reference", "model_metadata", "migrations"}
 
 __getattr__, __all__ = lazy_exports("results", _ATTRS, _SUBMODULES)

@@ -1,415 +1,1032 @@
-"""The HTML report: one self-contained, offline file with the leaderboards, curves and provenance of a workspace.
+"""The HTML report: a folder of offline Plotly pages drawn from the stored tables of a results database.
 
-Sections (each present even without data, saying so): selective-prediction, C-OOD and HSC leaderboards;
-risk-coverage curves and reliability diagrams from the per-sample outputs (``samples`` view: confidence = MSP,
-correct = pred == label, in-distribution datasets only); hierarchical risk-coverage curves (``hsc_curves``); the
-C-OOD degradation graph (OOD AUROC against severity level, one line per (model, κ)); our C-OOD levels against the
-published ones; and the run's provenance (runs, models, run_tasks). Plots are PNGs drawn with matplotlib's Agg
-backend and embedded as base64, so the file needs no network and no other file.
+Layout (default folder ``<workspace>/reports/report/``)::
+
+    index.html              the overview: population scatter plots, grouped distributions, top-k tables, the
+                            C-OOD degradation of the population (ours and the published one), HSC gain and
+                            calibration, a searchable model index, provenance
+    models/<model_id>.html  one drill-down page per model: its selective metrics, risk–coverage curves,
+                            reliability diagram, C-OOD levels, hierarchical risk–coverage curves, HSC rules and
+                            calibration, provenance
+    assets/plotly.min.js    plotly.js from the installed ``plotly`` package, one copy shared by every page
+    assets/report.js, report.css   (results.report_assets)
+
+Every figure reads stored tables; nothing is computed from per-sample outputs. The risk–coverage points
+(``selective_curves``) and calibration bins (``reliability_bins``) are written by the selective analysis with the
+conventions of the stored metrics (hsc.selective), so a curve, a diagram and the leaderboard on the same page agree.
+Overview views aggregate stored values only: quantiles of OOD AUROC per level in SQL, box plots of stored metrics.
+The pages need no network: figures are plotly.js JSON specs inlined in each page, drawn by ``assets/report.js``.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
-from dataclasses import dataclass
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
-from common import DB_FILENAME, atomic_write_text
+from common import DB_FILENAME, temp_path
+from results.report_assets import CSS, DEFAULT_TOP_K, JS
+from results.schema import polars_schema
 from results.sql import canned_query
 from results.store import Store
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+SCATTERGL_ABOVE = 2000  # points in one figure above which scatter traces use WebGL (below, SVG draws faster than
+# a WebGL context starts, notably in software rendering; a page also has few WebGL contexts)
+MAIN_KAPPA = "msp"
+MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
+_SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_FIGURE_HEIGHT = 440
+_SETTINGS = {  # (temperature_scaled, subset) -> label, shown by default
+    (False, "all"): ("all samples, no TS", True),
+    (False, "ts_eval"): ("TS evaluation split, no TS", False),
+    (True, "ts_eval"): ("TS evaluation split, with TS", False),
+}
+_SELECTIVE_COLUMNS = (
+    "kappa", "temperature_scaled", "subset", "n", "accuracy", "auroc", "aurc", "eaurc", "augrc", "ece15", "mce15",
+    "aece", "sac95", "sac99", "temperature",
+)  # fmt: skip
 
-RELIABILITY_BINS = 15
-_MAX_TABLE_ROWS = 100
-_CSS = """
-body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
-       color: #1d1d1f; padding: 0 1em; }
-h1 { border-bottom: 2px solid #333; padding-bottom: .3em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #ccc; padding-bottom: .2em; }
-table { border-collapse: collapse; font-size: 12px; margin: .5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
-th { background: #f0f0f0; }
-td.text { text-align: left; }
-p.empty { color: #8a4b00; background: #fff6e5; padding: .5em; border-left: 4px solid #e6a23c; }
-p.note { color: #555; font-size: 12px; }
-img { max-width: 100%; border: 1px solid #eee; }
-div.scroll { overflow-x: auto; }
-"""
+
+class ReportError(ValueError):
+    """The report cannot be written where asked (one line, shown by the CLI)."""
+
+
+# -- page pieces --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plot:
+    """One Plotly figure: the id of its element, its plotly.js traces and layout, and a caption."""
+
+    anchor: str
+    data: list[dict]
+    layout: dict
+    caption: str = ""
+
+    def html(self) -> str:
+        spec = _json({"data": self.data, "layout": self.layout})
+        caption = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
+        return (
+            f'<figure class="plot"><div class="plotly-target" id="{self.anchor}"></div>{caption}'
+            f'<script type="application/json" class="plot-spec" data-target="{self.anchor}">{spec}</script></figure>'
+        )
 
 
 @dataclass(frozen=True)
 class Section:
-    """One report section: an anchor id, a title and its HTML body."""
+    """One page section: an anchor id, a title and its HTML body."""
 
     anchor: str
     title: str
     body: str
 
 
-# -- numerics -----------------------------------------------------------------------------------------------
-def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Selective risk at every coverage when accepting the k most confident samples.
-
-    confidence: (N,) float; correct: (N,) bool. Returns (coverage, risk), each (N,) float64: coverage k/N and
-    the error rate among the k most confident samples (stable order among equal confidences), k = 1..N.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    if confidence.ndim != 1 or confidence.shape != correct.shape or confidence.size == 0:
-        raise ValueError(
-            f"confidence and correct must be equal-length non-empty 1-D arrays, got {confidence.shape} "
-            f"and {correct.shape}"
-        )
-    order = np.argsort(-confidence, kind="stable")
-    accepted = np.arange(1, confidence.size + 1, dtype=np.float64)
-    errors = np.cumsum(~correct[order], dtype=np.float64)
-    return accepted / confidence.size, errors / accepted
+def _json(value: object) -> str:
+    """Compact JSON safe inside ``<script>`` (``<`` escaped); NaN/±inf must already be None."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
-def reliability_bins(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = RELIABILITY_BINS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bin mean confidence, accuracy and count over ``bins`` equal-width bins (j/M, (j+1)/M].
-
-    confidence: (N,) float in [0, 1]; correct: (N,) bool. Bins are left-open and right-closed (selective.md):
-    confidence 0 falls in no bin. Returns three (bins,) float64 arrays; empty bins have NaN mean and accuracy.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    if confidence.ndim != 1 or confidence.shape != correct.shape:
-        raise ValueError(f"confidence and correct must be equal-length 1-D arrays, got {confidence.shape}")
-    if confidence.size and (confidence.min() < 0 or confidence.max() > 1):
-        raise ValueError("confidence must lie in [0, 1] for a reliability diagram (use a probability, e.g. msp)")
-    index = np.ceil(confidence * bins).astype(np.int64) - 1
-    keep = index >= 0
-    index = index[keep]
-    counts = np.bincount(index, minlength=bins).astype(np.float64)
-    conf_sum = np.bincount(index, weights=confidence[keep], minlength=bins)
-    hit_sum = np.bincount(index, weights=correct[keep].astype(np.float64), minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return conf_sum / counts, hit_sum / counts, counts
+def _values(series: pl.Series) -> list:
+    """A column as a JSON-ready list: floats exactly as stored, NaN and ±inf as None."""
+    if series.dtype.is_float():
+        series = pl.select(pl.when(series.is_finite()).then(series)).to_series()
+    return series.to_list()
 
 
-def expected_calibration_error(mean_conf: np.ndarray, accuracy: np.ndarray, counts: np.ndarray, n: int) -> float:
-    """ECE = Σ |mean confidence − accuracy| · |B| / n over non-empty bins (n counts every sample)."""
-    filled = counts > 0
-    return float(np.sum(np.abs(mean_conf[filled] - accuracy[filled]) * counts[filled]) / n) if n else float("nan")
-
-
-# -- HTML helpers -------------------------------------------------------------------------------------------
-def _cell(value: object) -> tuple[str, bool]:
-    if value is None:
-        return "", False
-    if isinstance(value, float):
-        return ("" if np.isnan(value) else f"{value:.4f}"), False
-    if isinstance(value, bool | int | np.integer):
-        return str(value), False
-    return html.escape(str(value)), True
-
-
-def html_table(frame: pl.DataFrame, max_rows: int = _MAX_TABLE_ROWS, more_hint: str = "") -> str:
-    """``frame`` as an HTML table (first ``max_rows`` rows, with a note on how many were left out)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    rows = []
-    for row in frame.head(max_rows).iter_rows():
-        cells = []
-        for value in row:
-            text, is_text = _cell(value)
-            cells.append(f'<td class="text">{text}</td>' if is_text else f"<td>{text}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    note = ""
-    if frame.height > max_rows:
-        note = f'<p class="note">{frame.height - max_rows} more rows. {html.escape(more_hint)}</p>'
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    return f'<div class="scroll">{table}</div>{note}'
+def _layout(x_title: str, y_title: str, title: str = "", **extra: object) -> dict:
+    """A plotly.js layout with titled axes and a legend under the plot (always shown, even for one trace)."""
+    layout: dict = {
+        "title": {"text": title, "font": {"size": 14}},
+        "xaxis": {"title": {"text": x_title}, "automargin": True, "zeroline": False},
+        "yaxis": {"title": {"text": y_title}, "automargin": True, "zeroline": False},
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": -0.22, "yanchor": "top", "font": {"size": 11}},
+        "height": _FIGURE_HEIGHT,
+        "margin": {"l": 60, "r": 20, "t": 40 if title else 20, "b": 40},
+        "hovermode": "closest",
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(layout.get(key), dict):
+            layout[key] = {**layout[key], **value}
+        else:
+            layout[key] = value
+    return layout
 
 
 def _empty(message: str) -> str:
     return f'<p class="empty">{html.escape(message)}</p>'
 
 
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+def _note(message: str) -> str:
+    return f'<p class="note">{html.escape(message)}</p>'
 
 
-def _png(figure: Figure, alt: str) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _grid(plots: Iterable[Plot]) -> str:
+    return '<div class="grid">' + "".join(plot.html() for plot in plots) + "</div>"
 
 
-def _grid(count: int, columns: int = 3) -> tuple[int, int]:
-    cols = min(columns, count)
-    return -(-count // cols), cols
+def _cell(value: object) -> tuple[str, str | None, bool]:
+    """(shown text, sort value or None, is text) of one table value."""
+    if value is None:
+        return "", None, False
+    if isinstance(value, bool):
+        return str(value).lower(), None, False
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "", None, False
+        shown = f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
+        return shown, repr(value), False
+    if isinstance(value, int):
+        return str(value), str(value), False
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S"), None, True
+    return html.escape(str(value)), None, True
 
 
-# -- data access --------------------------------------------------------------------------------------------
-def _has_rows(store: Store, table: str) -> bool:
-    return table in store.tables() and store.query(f"SELECT count(*) AS n FROM {table}")["n"][0] > 0
+def html_table(
+    frame: pl.DataFrame,
+    *,
+    link: Callable[[str], str | None] | None = None,
+    max_rows: int | None = None,
+    table_id: str | None = None,
+    tall: bool = False,
+    more_hint: str = "",
+) -> str:
+    """``frame`` as a sortable HTML table (first ``max_rows`` rows, with a note on how many were left out).
+
+    Numbers show 4 decimals and sort by their full value (``data-v``); ``link`` maps a ``model_id`` cell to the
+    address of its page (or None for no link).
+    """
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    shown = frame if max_rows is None else frame.head(max_rows)
+    link_column = frame.columns.index("model_id") if link is not None and "model_id" in frame.columns else -1
+    rows = []
+    for row in shown.iter_rows():
+        cells = []
+        for index, value in enumerate(row):
+            text, sort_value, is_text = _cell(value)
+            if index == link_column and value is not None and (href := link(str(value))):
+                text = f'<a href="{html.escape(href)}">{text}</a>'
+            attributes = (' class="text"' if is_text else "") + (f' data-v="{sort_value}"' if sort_value else "")
+            cells.append(f"<td{attributes}>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    identifier = f' id="{table_id}"' if table_id else ""
+    table = f'<table class="sortable"{identifier}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    note = ""
+    if max_rows is not None and frame.height > max_rows:
+        note = _note(f"{frame.height - max_rows} more rows. {more_hint}")
+    return f'<div class="table-wrap{" tall" if tall else ""}">{table}</div>{note}'
 
 
-def _canned(store: Store, name: str) -> pl.DataFrame:
-    return store.query(canned_query(name).sql)
+def _fields(pairs: Iterable[tuple[str, object]]) -> str:
+    items = []
+    for name, value in pairs:
+        text = _cell(value)[0] if not isinstance(value, list) else html.escape(", ".join(map(str, value)))
+        items.append(f"<dt>{html.escape(name)}</dt><dd>{text}</dd>")
+    return f'<dl class="fields">{"".join(items)}</dl>'
 
 
-def _top_models(store: Store, limit: int) -> list[str]:
-    """Up to ``limit`` model ids, best selective AUROC first, then any other model with outputs or results."""
-    ranked = _canned(store, "leaderboard_auroc")["model_id"].to_list() if _has_rows(store, "selective_metrics") else []
-    others = store.query("SELECT DISTINCT model FROM samples ORDER BY model")["model"].to_list()
-    seen = dict.fromkeys([*ranked, *others])
-    return list(seen)[:limit]
+def page_name(model_id: str) -> str:
+    """The drill-down page of ``model_id`` under ``models/``: ``<model_id>.html`` when the id is a safe file name
+    (the zoo's ids are), else ``model-<sha1 of the id>.html``."""
+    if _SAFE_PAGE.fullmatch(model_id):
+        return f"{model_id}.html"
+    import hashlib
+
+    return f"model-{hashlib.sha1(model_id.encode()).hexdigest()}.html"
 
 
-def _id_samples(store: Store, models: list[str]) -> tuple[pl.DataFrame, str]:
-    """(model, msp, correct) rows of in-distribution outputs for ``models``, and a note on what was used."""
-    columns = set(store.query("SELECT * FROM samples LIMIT 0").columns)
-    if not models or "msp" not in columns:
-        return pl.DataFrame(schema={"model": pl.String, "msp": pl.Float64, "correct": pl.Boolean}), ""
-    ood = []
-    if _has_rows(store, "datasets"):
-        ood = store.query("SELECT dataset FROM datasets WHERE kind = 'ood'")["dataset"].to_list()
-    frame = store.query(
-        "SELECT model, dataset, CAST(msp AS DOUBLE) AS msp, pred = label AS correct FROM samples "
-        "WHERE model IN (SELECT unnest(?)) AND NOT list_contains(?, dataset) AND msp IS NOT NULL",
-        [models, ood or [""]],
+def _page(title: str, subtitle: str, sections: Sequence[Section], assets: str, back: str = "") -> str:
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
+    back_link = f'<p><a href="{back}">&larr; overview</a></p>' if back else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title>"
+        f'<link rel="stylesheet" href="{assets}report.css"></head><body>'
+        f"<header><h1>{html.escape(title)}</h1><p>{subtitle}</p>{back_link}</header>"
+        f"<nav>{nav}</nav><main>{body}</main>"
+        f'<script src="{assets}plotly.min.js"></script><script src="{assets}report.js"></script>'
+        "</body></html>\n"
     )
-    datasets = sorted(frame["dataset"].unique().to_list())
-    note = f"in-distribution dataset(s): {', '.join(datasets)}" if datasets else ""
-    return frame.select("model", "msp", "correct"), note
 
 
-# -- sections -----------------------------------------------------------------------------------------------
-def _leaderboards(store: Store) -> list[Section]:
-    specs = [
-        (
-            "leaderboard-selective",
-            "Leaderboard: selective prediction",
-            "selective_metrics",
-            "leaderboard_auroc",
-            "no selective prediction results in this database",
-        ),
-        (
-            "leaderboard-cood",
-            "Leaderboard: C-OOD detection (mean OOD AUROC over severity levels)",
-            "cood_levels",
-            "cood_mean_auroc",
-            "no C-OOD results in this database",
-        ),
-        (
-            "leaderboard-hsc",
-            "Leaderboard: hierarchical selective classification (hAURC gain over Selective)",
-            "hsc_rules",
-            "hsc_gain",
-            "no HSC results in this database",
-        ),
-        (
-            "hsc-calibration",
-            "HSC threshold calibration (target accuracy 1 − α)",
-            "hsc_calibration",
-            "hsc_calibration",
-            "no HSC calibration results in this database",
-        ),
-    ]
-    sections = []
-    for anchor, title, table, query, empty in specs:
-        if _has_rows(store, table):
-            body = html_table(_canned(store, query), more_hint=f"All rows: uebench sql --query {query}")
-        else:
-            body = _empty(empty)
-        sections.append(Section(anchor, title, body))
-    return sections
+# -- the stored tables --------------------------------------------------------------------------------------
+def _read(store: Store, table: str, present: set[str]) -> pl.DataFrame:
+    """Every row of ``table`` ordered by its key when the database has it (``present``: its tables), else an
+    empty frame with the table's columns (a database written before the table existed)."""
+    if table not in present:
+        return pl.DataFrame(schema=polars_schema(table))
+    return store.table(table)
 
 
-def _risk_coverage_section(samples: pl.DataFrame, note: str) -> Section:
-    title = "Risk-coverage curves (MSP)"
-    if samples.height == 0:
-        return Section("risk-coverage", title, _empty("no per-sample outputs with msp in this workspace"))
-    figure = _figure(7.5, 4.8)
-    axis = figure.add_subplot()
-    for model, group in samples.group_by("model", maintain_order=True):
-        coverage, risk = risk_coverage(group["msp"].to_numpy(), group["correct"].to_numpy())
-        axis.plot(coverage, risk, label=f"{model[0]} (AURC {risk.mean():.4f})", linewidth=1.4)
-    axis.set_xlabel("coverage")
-    axis.set_ylabel("selective risk (error rate among accepted)")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(bottom=0)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-    text = f'<p class="note">Confidence = MSP, correct = (pred == label); {html.escape(note)}.</p>'
-    return Section("risk-coverage", title, _png(figure, "risk-coverage curves") + text)
+def _by_model(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    if frame.height == 0:
+        return {}
+    return {key[0]: part for key, part in frame.partition_by("model_id", as_dict=True, maintain_order=True).items()}
 
 
-def _reliability_section(samples: pl.DataFrame) -> Section:
-    title = f"Reliability diagrams (MSP, {RELIABILITY_BINS} bins)"
-    if samples.height == 0:
-        return Section("reliability", title, _empty("no per-sample outputs with msp in this workspace"))
-    groups = list(samples.group_by("model", maintain_order=True))
-    rows, cols = _grid(len(groups))
-    figure = _figure(3.6 * cols, 3.4 * rows)
-    centers = (np.arange(RELIABILITY_BINS) + 0.5) / RELIABILITY_BINS
-    for index, (model, group) in enumerate(groups):
-        axis = figure.add_subplot(rows, cols, index + 1)
-        conf = group["msp"].to_numpy()
-        mean_conf, accuracy, counts = reliability_bins(conf, group["correct"].to_numpy())
-        ece = expected_calibration_error(mean_conf, accuracy, counts, conf.size)
-        filled = counts > 0
-        axis.bar(centers[filled], accuracy[filled], width=1 / RELIABILITY_BINS, edgecolor="black", alpha=0.75)
-        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1)
-        axis.set_title(f"{model[0]}\nECE {ece:.4f}", fontsize=8)
-        axis.set_xlabel("confidence", fontsize=8)
-        axis.set_ylabel("accuracy", fontsize=8)
-    return Section("reliability", title, _png(figure, "reliability diagrams"))
+@dataclass
+class _Data:
+    """What the pages draw, read once from the database (per-model tables also split by model)."""
+
+    store: Store
+    top_k: int
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    per_model: dict[str, dict[str, pl.DataFrame]] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    group_column: str = "source"
+    model_ids: list[str] = field(default_factory=list)
+
+    def load(self) -> _Data:
+        store = self.store
+        present = set(store.tables())
+        for table in (
+            "runs", "models", "run_tasks", "datasets", "selective_metrics", "selective_curves", "reliability_bins",
+            "cood_levels", "hsc_rules", "hsc_curves", "hsc_calibration", "reference_cood_levels",
+        ):  # fmt: skip
+            self.tables[table] = _read(store, table, present)
+        for table in ("selective_metrics", "selective_curves", "reliability_bins", "cood_levels", "hsc_rules",
+                      "hsc_curves", "hsc_calibration", "run_tasks"):
+            self.per_model[table] = _by_model(self.tables[table])
+        models = self.tables["models"]
+        family = "family" in models.columns and models["family"].drop_nulls().len() > 0
+        self.group_column = "family" if family else "source"
+        self.groups = {
+            row[0]: (row[1] if row[1] is not None else "unknown")
+            for row in models.select("model_id", self.group_column).iter_rows()
+        }
+        ids: set[str] = set(models["model_id"].to_list())
+        for table in ("selective_metrics", "cood_levels", "hsc_rules", "hsc_calibration"):
+            ids.update(self.per_model[table])
+        self.model_ids = sorted(ids)
+        return self
+
+    def has(self, table: str) -> bool:
+        return self.tables[table].height > 0
+
+    def canned(self, name: str) -> pl.DataFrame:
+        return self.store.query(canned_query(name).sql)
+
+    def model_table(self, table: str, model_id: str) -> pl.DataFrame:
+        found = self.per_model[table].get(model_id)
+        return found if found is not None else self.tables[table].clear()
+
+    def group(self, model_id: str) -> str:
+        return self.groups.get(model_id, "unknown")
 
 
-def _hrc_section(store: Store, models: list[str]) -> Section:
-    title = "Hierarchical risk-coverage curves (0/1 risk, no temperature scaling)"
-    if not _has_rows(store, "hsc_curves"):
-        return Section("hrc", title, _empty("no HSC results in this database"))
-    curves = store.query(
-        "SELECT model_id, rule, coverage, risk FROM hsc_curves WHERE risk_type = '01' AND NOT temperature_scaled "
-        "ORDER BY model_id, rule, point"
+def _main_kappa(selective: pl.DataFrame) -> str | None:
+    kappas = selective["kappa"].unique().to_list()
+    if not kappas:
+        return None
+    return MAIN_KAPPA if MAIN_KAPPA in kappas else sorted(kappas)[0]
+
+
+# -- the overview -------------------------------------------------------------------------------------------
+def _scatter_kind(points: int) -> str:
+    return "scattergl" if points > SCATTERGL_ABOVE else "scatter"
+
+
+def _population_scatter(
+    data: _Data, anchor: str, frame: pl.DataFrame, x: str, y: str, x_title: str, y_title: str, caption: str,
+    extra: Sequence[dict] = (),
+) -> Plot:  # fmt: skip
+    """One trace per group (family or source) of ``frame``'s (model_id, x, y) rows; hover names the model and a
+    click opens its page."""
+    frame = frame.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null())
+    frame = frame.with_columns(
+        pl.col("model_id").replace_strict(data.groups, default="unknown", return_dtype=pl.String).alias("_group")
     )
-    present = curves["model_id"].unique(maintain_order=True).to_list()
-    chosen = [m for m in models if m in present] or present[: len(models) or 6]
-    curves = curves.filter(pl.col("model_id").is_in(chosen))
-    if curves.height == 0:
-        return Section("hrc", title, _empty("no HSC curves with 0/1 risk and no temperature scaling"))
-    rows, cols = _grid(len(chosen))
-    figure = _figure(3.8 * cols, 3.4 * rows)
-    for index, model in enumerate(chosen):
-        axis = figure.add_subplot(rows, cols, index + 1)
-        for (rule,), group in curves.filter(pl.col("model_id") == model).group_by("rule", maintain_order=True):
-            axis.plot(group["coverage"].to_numpy(), group["risk"].to_numpy(), label=rule, linewidth=1.3)
-        axis.set_title(model, fontsize=8)
-        axis.set_xlabel("coverage", fontsize=8)
-        axis.set_ylabel("hierarchical risk", fontsize=8)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
-    return Section("hrc", title, _png(figure, "hierarchical risk-coverage curves"))
-
-
-def _degradation_section(store: Store, models: list[str]) -> Section:
-    title = "C-OOD degradation: OOD AUROC against severity level"
-    if not _has_rows(store, "cood_levels"):
-        return Section("cood-degradation", title, _empty("no C-OOD results in this database"))
-    levels = store.query("SELECT model_id, kappa, level, ood_auroc FROM cood_levels ORDER BY model_id, kappa, level")
-    present = levels["model_id"].unique(maintain_order=True).to_list()
-    chosen = [m for m in models if m in present] or present[:8]
-    levels = levels.filter(pl.col("model_id").is_in(chosen))
-    figure = _figure(10, 5)
-    axis = figure.add_subplot()
-    for (model, kappa), group in levels.group_by(["model_id", "kappa"], maintain_order=True):
-        axis.plot(
-            group["level"].to_numpy(),
-            group["ood_auroc"].to_numpy(),
-            marker="o",
-            markersize=3,
-            linewidth=1.2,
-            label=f"{model} / {kappa}",
+    kind = _scatter_kind(frame.height + sum(len(t["x"]) for t in extra))
+    traces = []
+    for index, group in enumerate(sorted(frame["_group"].unique().to_list())):
+        part = frame.filter(pl.col("_group") == group)
+        ids = part["model_id"].to_list()
+        traces.append(
+            {
+                "type": kind,
+                "mode": "markers",
+                "name": f"{group} ({part.height})",
+                "x": _values(part[x]),
+                "y": _values(part[y]),
+                "text": ids,
+                "customdata": [f"models/{page_name(m)}" for m in ids],
+                "hovertemplate": f"%{{text}}<br>{x_title} %{{x:.4f}}<br>{y_title} %{{y:.4f}}<extra>%{{fullData.name}}"
+                "</extra>",
+                "marker": {"size": 6, "opacity": 0.75, "color": _COLORS[index % len(_COLORS)]},
+            }
         )
-    axis.set_xlabel("severity level (0 = easiest OOD classes)")
-    axis.set_ylabel("OOD AUROC")
-    axis.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    axis.grid(alpha=0.3)
-    figure.legend(loc="outside right upper", fontsize=6)
-    shown = f"{len(chosen)} of {len(present)} models" if len(present) > len(chosen) else f"{len(chosen)} models"
-    note = f'<p class="note">One line per (model, κ); {shown}. Full table: uebench sql --query cood_by_level</p>'
-    return Section("cood-degradation", title, _png(figure, "C-OOD degradation graph") + note)
+    for trace in extra:
+        traces.append({**trace, "type": kind})
+    return Plot(anchor, traces, _layout(x_title, y_title), caption)
 
 
-def _reference_section(store: Store) -> Section:
-    title = "C-OOD against the published results"
-    if not _has_rows(store, "reference_cood_levels"):
-        return Section(
-            "cood-reference",
-            title,
-            _empty("no published results in this database (load them with uebench import-reference FILE.csv)"),
+def _overview_population(data: _Data) -> Section:
+    title = "Population: selective prediction, calibration and C-OOD"
+    selective = data.tables["selective_metrics"]
+    kappa = _main_kappa(selective)
+    if kappa is None:
+        return Section("population", title, _empty("no selective prediction results in this database"))
+    main = selective.filter((pl.col("kappa") == kappa) & ~pl.col("temperature_scaled") & (pl.col("subset") == "all"))
+    setting = f"κ = {kappa}, no temperature scaling, every ID sample (selective_metrics)"
+    plots = [
+        _population_scatter(
+            data, "scatter-accuracy-auroc", main, "accuracy", "auroc", "accuracy", "AUROC",
+            f"Misclassification-detection AUROC against accuracy, one point per model; {setting}. "
+            "Click a point to open the model.",
+        ),
+        _population_scatter(
+            data, "scatter-aurc-ece", main, "aurc", "ece15", "AURC", "ECE (15 bins)",
+            f"AURC against ECE; {setting}.",
+        ),
+    ]  # fmt: skip
+    cood = data.tables["cood_levels"]
+    if cood.height:
+        mean = (
+            data.canned("cood_mean_auroc")
+            .filter(pl.col("kappa") == kappa)
+            .join(main.select("model_id", "accuracy"), on="model_id", how="inner")
         )
-    joined = _canned(store, "cood_vs_reference")
-    if joined.height == 0:
-        return Section("cood-reference", title, _empty("no model in this database matches a published model name"))
-    figure = _figure(5, 5)
-    axis = figure.add_subplot()
-    axis.scatter(joined["reference_ood_auroc"].to_numpy(), joined["ood_auroc"].to_numpy(), s=10, alpha=0.7)
-    axis.plot([0.4, 1], [0.4, 1], color="grey", linestyle="--", linewidth=1)
-    axis.set_xlabel("published OOD AUROC")
-    axis.set_ylabel("our OOD AUROC")
-    axis.grid(alpha=0.3)
-    summary = (
-        joined.group_by(["model_id", "reference_model", "kappa"], maintain_order=True)
-        .agg(
-            pl.len().alias("levels"),
-            pl.col("ood_auroc_difference").abs().mean().alias("mean_abs_difference"),
-            pl.col("ood_auroc_difference").abs().max().alias("max_abs_difference"),
-        )
-        .sort("model_id", "kappa")
+        extra = []
+        reference = data.tables["reference_cood_levels"].filter(pl.col("kappa") == kappa)
+        if reference.height:
+            published = (
+                reference.group_by("model_name")
+                .agg(pl.col("id_accuracy").first(), pl.col("ood_auroc").mean().alias("mean_ood_auroc"))
+                .sort("model_name")
+            )
+            extra.append(
+                {
+                    "mode": "markers",
+                    "name": f"published C-OOD table ({published.height})",
+                    "x": _values(published["id_accuracy"]),
+                    "y": _values(published["mean_ood_auroc"]),
+                    "text": published["model_name"].to_list(),
+                    "hovertemplate": "%{text}<br>accuracy %{x:.4f}<br>mean OOD AUROC %{y:.4f}<extra>published</extra>",
+                    "marker": {"size": 6, "opacity": 0.6, "color": "#7f7f7f", "symbol": "diamond"},
+                }
+            )
+        plots.append(
+            _population_scatter(
+                data, "scatter-accuracy-cood", mean, "accuracy", "mean_ood_auroc", "accuracy",
+                "mean OOD AUROC over severity levels",
+                f"C-OOD detection against accuracy (κ = {kappa}; mean OOD AUROC over levels, as in uebench sql "
+                "--query cood_mean_auroc); grey: the published table (its id-acc and mean ood-auroc).",
+                extra,
+            )
+        )  # fmt: skip
+    return Section("population", title, _grid(plots))
+
+
+def _box_by_group(
+    data: _Data, anchor: str, frame: pl.DataFrame, value: str, split: str | None, names: dict, y_title: str,
+    caption: str,
+) -> Plot:  # fmt: skip
+    """Box plots of ``value`` per group (x), one trace per value of ``split`` (named by ``names``)."""
+    frame = frame.filter(pl.col(value).is_not_null()).with_columns(
+        pl.col("model_id").replace_strict(data.groups, default="unknown", return_dtype=pl.String).alias("_group")
     )
-    return Section("cood-reference", title, _png(figure, "our vs published OOD AUROC") + html_table(summary))
+    traces = []
+    keys = [None] if split is None else sorted(frame[split].unique().to_list())
+    for index, key in enumerate(keys):
+        part = frame if key is None else frame.filter(pl.col(split) == key)
+        traces.append(
+            {
+                "type": "box",
+                "name": names.get(key, str(key)),
+                "x": part["_group"].to_list(),
+                "y": _values(part[value]),
+                "text": part["model_id"].to_list(),
+                "boxpoints": "outliers",
+                "marker": {"color": _COLORS[index % len(_COLORS)], "size": 4},
+                "hovertemplate": "%{text}<br>%{y:.4f}<extra>%{fullData.name}</extra>",
+            }
+        )
+    group_title = "architecture family" if data.group_column == "family" else "model source"
+    return Plot(anchor, traces, _layout(group_title, y_title, boxmode="group"), caption)
 
 
-def _provenance_section(store: Store) -> Section:
+def _overview_groups(data: _Data) -> Section:
+    title = f"Distributions by {'family' if data.group_column == 'family' else 'source'}"
+    selective = data.tables["selective_metrics"]
+    kappa = _main_kappa(selective)
+    if kappa is None:
+        return Section("groups", title, _empty("no selective prediction results in this database"))
+    main = selective.filter((pl.col("kappa") == kappa) & ~pl.col("temperature_scaled") & (pl.col("subset") == "all"))
+    plots = [
+        _box_by_group(
+            data, "box-auroc", main, "auroc", None, {None: f"AUROC (κ = {kappa})"}, "AUROC",
+            f"AUROC of the models of each group (κ = {kappa}, no TS, every sample).",
+        ),
+        _box_by_group(
+            data, "box-accuracy", main, "accuracy", None, {None: "accuracy"}, "accuracy",
+            "Top-1 accuracy of the models of each group.",
+        ),
+    ]  # fmt: skip
+    evaluation = selective.filter((pl.col("kappa") == kappa) & (pl.col("subset") == "ts_eval"))
+    if evaluation["ece15"].drop_nulls().len():
+        plots.append(
+            _box_by_group(
+                data, "box-ece-ts", evaluation, "ece15", "temperature_scaled",
+                {False: "ECE, no TS", True: "ECE, with TS"}, "ECE (15 bins)",
+                "Temperature scaling's effect on ECE, both on the TS evaluation split (subset ts_eval).",
+            )
+        )  # fmt: skip
+    note = _note(
+        f"Groups: models.{data.group_column}"
+        + ("" if data.group_column == "family" else " (the models table has no family column yet)")
+        + ". A box shows the quartiles of the stored values; hover a point for its model."
+    )
+    return Section("groups", title, note + _grid(plots))
+
+
+def _overview_top(data: _Data, link: Callable[[str], str | None]) -> Section:
+    k = data.top_k
     parts = []
-    for table, query in (("runs", "runs"), ("models", "models"), ("run_tasks", None)):
-        parts.append(f"<h3>{table}</h3>")
-        if not _has_rows(store, table):
+    specs = [
+        ("selective_metrics", "leaderboard_auroc", "Selective prediction: highest AUROC (MSP, no TS)"),
+        ("selective_metrics", "leaderboard_aurc", "Selective prediction: lowest AURC (MSP, no TS)"),
+        ("cood_levels", "cood_mean_auroc", "C-OOD: highest mean OOD AUROC over levels (per model and κ)"),
+        ("hsc_rules", "hsc_gain", "HSC: largest hAURC gain over Selective (0/1 risk, no TS)"),
+    ]
+    for table, query, heading in specs:
+        parts.append(f"<h3>{html.escape(heading)}</h3>")
+        if not data.has(table):
+            parts.append(_empty(f"no {table} rows in this database"))
+            continue
+        frame = data.canned(query)
+        parts.append(html_table(frame, link=link, max_rows=k, more_hint=f"All rows: uebench sql --query {query}"))
+    note = _note(f"The first {k} rows of each canned query (uebench report --top-k); click a header to sort.")
+    return Section("top", f"Top {k}", note + "".join(parts))
+
+
+def _quantile_sql(table: str) -> str:
+    return (
+        f"SELECT kappa, level, count(ood_auroc) AS models, quantile_cont(ood_auroc, 0.25) AS q25, "
+        f"quantile_cont(ood_auroc, 0.5) AS q50, quantile_cont(ood_auroc, 0.75) AS q75 FROM {table} "
+        "WHERE ood_auroc IS NOT NULL GROUP BY kappa, level ORDER BY kappa, level"
+    )
+
+
+def _band_traces(frame: pl.DataFrame, label: str, color: str, dash: str, band: bool) -> list[dict]:
+    levels = _values(frame["level"])
+    traces = []
+    if band:
+        traces.append(
+            {"type": "scatter", "mode": "lines", "x": levels, "y": _values(frame["q25"]), "line": {"width": 0},
+             "showlegend": False, "hoverinfo": "skip", "name": f"{label}: 25 %"}
+        )  # fmt: skip
+        traces.append(
+            {"type": "scatter", "mode": "lines", "x": levels, "y": _values(frame["q75"]), "line": {"width": 0},
+             "fill": "tonexty", "fillcolor": color + "33", "name": f"{label}: 25–75 % of models",
+             "hovertemplate": "level %{x}: 75 %: %{y:.4f}<extra></extra>"}
+        )  # fmt: skip
+    traces.append(
+        {
+            "type": "scatter",
+            "mode": "lines+markers",
+            "x": levels,
+            "y": _values(frame["q50"]),
+            "customdata": _values(frame["models"]),
+            "name": f"{label}: median",
+            "line": {"color": color, "dash": dash},
+            "marker": {"size": 5},
+            "hovertemplate": "level %{x}: median %{y:.4f} over %{customdata} models<extra></extra>",
+        }
+    )
+    return traces
+
+
+def _overview_cood(data: _Data) -> Section:
+    title = "C-OOD degradation of the population"
+    ours, published = data.has("cood_levels"), data.has("reference_cood_levels")
+    if not ours and not published:
+        return Section("cood", title, _empty("no C-OOD results and no published C-OOD table in this database"))
+    traces = []
+    frames = {}
+    if ours:
+        frames["ours"] = data.store.query(_quantile_sql("cood_levels"))
+    if published:
+        frames["published"] = data.store.query(_quantile_sql("reference_cood_levels"))
+    kappas = sorted(set().union(*(set(f["kappa"].to_list()) for f in frames.values())))
+    for index, kappa in enumerate(kappas):
+        color = _COLORS[index % len(_COLORS)]
+        if "ours" in frames and (part := frames["ours"].filter(pl.col("kappa") == kappa)).height:
+            traces += _band_traces(part, f"{kappa}, ours", color, "solid", True)
+        if "published" in frames and (part := frames["published"].filter(pl.col("kappa") == kappa)).height:
+            traces += _band_traces(part, f"{kappa}, published", color, "dot", not ours)
+    plot = Plot(
+        "cood-degradation",
+        traces,
+        _layout("severity level (0 = easiest OOD classes)", "OOD AUROC"),
+        "Median OOD AUROC over models at each severity level (quantile_cont over cood_levels), with the band of "
+        "the middle half of the models; dotted: the published table (reference_cood_levels).",
+    )
+    body = _grid([plot])
+    if ours and published:
+        joined = data.canned("cood_vs_reference")
+        if joined.height:
+            body += _grid([_reference_scatter(joined)])
+        else:
+            body += _note("No model of ours matches a published model name (models.name = model name).")
+    elif not published:
+        body += _note("No published C-OOD table here: load one with uebench import-reference FILE.csv.")
+    return Section("cood", title, body)
+
+
+def _reference_scatter(joined: pl.DataFrame) -> Plot:
+    """Ours against the published mean OOD AUROC per (model, κ), over the levels both have."""
+    means = (
+        joined.group_by("model_id", "reference_model", "kappa")
+        .agg(pl.len().alias("levels"), pl.col("ood_auroc").mean(), pl.col("reference_ood_auroc").mean())
+        .sort("kappa", "model_id")
+    )
+    traces = []
+    kind = _scatter_kind(means.height)
+    for index, kappa in enumerate(sorted(means["kappa"].unique().to_list())):
+        part = means.filter(pl.col("kappa") == kappa)
+        ids = part["model_id"].to_list()
+        traces.append(
+            {
+                "type": kind,
+                "mode": "markers",
+                "name": f"{kappa} ({part.height} models)",
+                "x": _values(part["reference_ood_auroc"]),
+                "y": _values(part["ood_auroc"]),
+                "text": [f"{m} ~ {r}" for m, r in zip(ids, part["reference_model"], strict=True)],
+                "customdata": [f"models/{page_name(m)}" for m in ids],
+                "hovertemplate": "%{text}<br>published %{x:.4f}<br>ours %{y:.4f}<extra>%{fullData.name}</extra>",
+                "marker": {"size": 6, "color": _COLORS[index % len(_COLORS)]},
+            }
+        )
+    both = pl.concat([means["ood_auroc"], means["reference_ood_auroc"]]).drop_nulls().drop_nans()
+    if both.len():
+        ends = [both.min(), both.max()]  # the diagonal over the drawn values only, so it does not set the range
+        traces.append(
+            {"type": "scatter", "mode": "lines", "name": "equal", "x": ends, "y": ends,
+             "line": {"color": "#999", "dash": "dash"}, "hoverinfo": "skip"}
+        )  # fmt: skip
+    return Plot(
+        "cood-vs-published",
+        traces,
+        _layout("published mean OOD AUROC", "our mean OOD AUROC"),
+        "Our mean OOD AUROC against the published one per (model, κ), over the levels matched by architecture "
+        "name (uebench sql --query cood_vs_reference has every level); a model's page compares level by level.",
+    )
+
+
+def _overview_hsc(data: _Data) -> Section:
+    title = "Hierarchical selective classification"
+    if not data.has("hsc_rules") and not data.has("hsc_calibration"):
+        return Section("hsc", title, _empty("no HSC results in this database"))
+    plots = []
+    rules = data.tables["hsc_rules"].filter((pl.col("risk_type") == "01") & (pl.col("rule") != "selective"))
+    if rules.height:
+        traces = []
+        for index, scaled in enumerate((False, True)):
+            part = rules.filter(pl.col("temperature_scaled") == scaled).drop_nulls("gain")
+            if part.height:
+                traces.append(
+                    {
+                        "type": "box",
+                        "name": "with TS" if scaled else "no TS",
+                        "x": part["rule"].to_list(),
+                        "y": _values(part["gain"]),
+                        "text": part["model_id"].to_list(),
+                        "boxpoints": "outliers",
+                        "marker": {"color": _COLORS[index], "size": 4},
+                        "hovertemplate": "%{text}<br>gain %{y:.2f} %<extra>%{fullData.name}</extra>",
+                    }
+                )
+        plots.append(
+            Plot(
+                "hsc-gain",
+                traces,
+                _layout("inference rule", "hAURC gain over Selective (%)", boxmode="group"),
+                "The % improvement of each rule's hAURC over Selective (0/1 risk, hsc_rules.gain), over models.",
+            )
+        )
+    calibration = data.tables["hsc_calibration"].drop_nulls("accuracy_mean")
+    if calibration.height:
+        calibration = calibration.with_columns(
+            (pl.col("accuracy_mean") - (1 - pl.col("alpha"))).alias("excess"),
+            pl.format("α = {}", pl.col("alpha")).alias("target"),
+        ).sort("alpha")
+        traces = []
+        for index, method in enumerate(sorted(calibration["method"].unique().to_list())):
+            part = calibration.filter(pl.col("method") == method)
+            traces.append(
+                {
+                    "type": "box",
+                    "name": method,
+                    "x": part["target"].to_list(),
+                    "y": _values(part["excess"]),
+                    "text": part["model_id"].to_list(),
+                    "boxpoints": "outliers",
+                    "marker": {"color": _COLORS[index % len(_COLORS)], "size": 4},
+                    "hovertemplate": "%{text}<br>%{y:.4f}<extra>%{fullData.name}</extra>",
+                }
+            )
+        plots.append(
+            Plot(
+                "hsc-calibration",
+                traces,
+                _layout("target risk α", "achieved accuracy − target (1 − α)", boxmode="group"),
+                "Calibrated Climbing thresholds: mean test accuracy minus the target, per method (hsc_calibration); "
+                "below 0 misses the target.",
+            )
+        )
+    return Section("hsc", title, _grid(plots))
+
+
+def _model_index(data: _Data, link: Callable[[str], str | None]) -> Section:
+    title = f"Model index ({len(data.model_ids)} models)"
+    if not data.model_ids:
+        return Section("index", title, _empty("no models in this database"))
+    frame = pl.DataFrame({"model_id": data.model_ids})
+    models = data.tables["models"]
+    frame = frame.join(models.select("model_id", pl.col(data.group_column).alias("group"), "params"), on="model_id",
+                       how="left")  # fmt: skip
+    selective = data.tables["selective_metrics"]
+    kappa = _main_kappa(selective)
+    if kappa is not None:
+        main = selective.filter(pl.col("kappa") == kappa)
+        raw = main.filter(~pl.col("temperature_scaled") & (pl.col("subset") == "all"))
+        scaled = main.filter(pl.col("temperature_scaled")).select("model_id", pl.col("ece15").alias("ece15_ts"))
+        frame = frame.join(raw.select("model_id", "accuracy", "auroc", "aurc", "ece15"), on="model_id", how="left")
+        frame = frame.join(scaled, on="model_id", how="left")
+    if data.has("cood_levels"):
+        cood = data.tables["cood_levels"].filter(pl.col("kappa") == (kappa or MAIN_KAPPA))
+        mean = cood.group_by("model_id").agg(pl.col("ood_auroc").mean().alias("mean_ood_auroc"))
+        frame = frame.join(mean, on="model_id", how="left")
+    if data.has("hsc_rules"):
+        best = (
+            data.tables["hsc_rules"]
+            .filter((pl.col("risk_type") == "01") & ~pl.col("temperature_scaled") & (pl.col("rule") != "selective"))
+            .group_by("model_id")
+            .agg(pl.col("gain").max().alias("best_hsc_gain"))
+        )
+        frame = frame.join(best, on="model_id", how="left")
+    search = '<input class="filter" type="search" placeholder="filter models…" data-filter="model-index">'
+    note = _note(
+        f"One row per model; metrics: κ = {kappa or MAIN_KAPPA}, no TS, every sample (ece15_ts: with TS on the TS "
+        "evaluation split); mean_ood_auroc as cood_mean_auroc; best_hsc_gain over the hierarchical rules (0/1 "
+        "risk, no TS). Click a header to sort, a model to open it."
+    )
+    return Section("index", title, search + note + html_table(frame, link=link, table_id="model-index", tall=True))
+
+
+def _overview_provenance(data: _Data) -> Section:
+    parts = []
+    for heading, table, query in (("Runs", "runs", "runs"), ("Datasets", "datasets", None)):
+        parts.append(f"<h3>{heading}</h3>")
+        if not data.has(table):
             parts.append(_empty(f"no {table} recorded in this database"))
             continue
-        frame = _canned(store, query) if query else store.table(table)
-        parts.append(html_table(frame, more_hint=f'All rows: uebench sql "SELECT * FROM {table}"'))
+        parts.append(html_table(data.canned(query) if query else data.tables[table]))
+    failures = data.canned("failures") if data.has("runs") else pl.DataFrame()
+    parts.append("<h3>Failures</h3>")
+    if failures.height:
+        parts.append(html_table(failures, max_rows=100, more_hint="All rows: uebench sql --query failures"))
+    else:
+        parts.append(_note("nothing failed"))
     return Section("provenance", "Provenance", "".join(parts))
 
 
+def _overview(data: _Data, subtitle: str) -> str:
+    known = set(data.model_ids)
+
+    def link(model_id: str) -> str | None:
+        return f"models/{page_name(model_id)}" if model_id in known else None
+
+    sections = [
+        _overview_population(data),
+        _overview_groups(data),
+        _overview_top(data, link),
+        _overview_cood(data),
+        _overview_hsc(data),
+        _model_index(data, link),
+        _overview_provenance(data),
+    ]
+    return _page("uebench report", subtitle, sections, "assets/")
+
+
+# -- the drill-down page of one model -----------------------------------------------------------------------
+def _setting(scaled: bool, subset: str) -> tuple[str, bool]:
+    return _SETTINGS.get((scaled, subset), (f"{subset}, {'with' if scaled else 'no'} TS", False))
+
+
+def _model_selective(data: _Data, model_id: str) -> list[Section]:
+    metrics = data.model_table("selective_metrics", model_id)
+    curves = data.model_table("selective_curves", model_id)
+    bins = data.model_table("reliability_bins", model_id)
+    sections = []
+    if metrics.height:
+        table = metrics.select([c for c in _SELECTIVE_COLUMNS if c in metrics.columns]).sort(
+            "kappa", "temperature_scaled", "subset"
+        )
+        sections.append(Section("selective", "Selective prediction and calibration metrics", html_table(table)))
+    else:
+        sections.append(Section("selective", "Selective prediction and calibration metrics",
+                                _empty("no selective prediction results for this model")))  # fmt: skip
+    plots = []
+    if curves.height:
+        traces = []
+        keys = curves.select("kappa", "temperature_scaled", "subset").unique().sort("kappa", "temperature_scaled",
+                                                                                     "subset")  # fmt: skip
+        kappas = sorted(curves["kappa"].unique().to_list())
+        for kappa, scaled, subset in keys.iter_rows():
+            part = curves.filter(
+                (pl.col("kappa") == kappa) & (pl.col("temperature_scaled") == scaled) & (pl.col("subset") == subset)
+            ).sort("point")
+            label, shown = _setting(scaled, subset)
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "name": f"{kappa}: {label}",
+                    "x": _values(part["coverage"]),
+                    "y": _values(part["risk"]),
+                    "customdata": _values(part["threshold"]),
+                    "visible": True if shown else "legendonly",
+                    "line": {"color": _COLORS[kappas.index(kappa) % len(_COLORS)],
+                             "dash": "solid" if not scaled and subset == "all" else ("dash" if scaled else "dot")},
+                    "hovertemplate": "coverage %{x:.4f}<br>risk %{y:.4f}<br>threshold %{customdata:.4g}"
+                    "<extra>%{fullData.name}</extra>",
+                }
+            )  # fmt: skip
+        plots.append(
+            Plot(
+                "risk-coverage",
+                traces,
+                _layout("coverage", "selective risk (error rate among accepted)", xaxis={"range": [0, 1]}),
+                "Stored risk–coverage points (selective_curves): exact tie-aware points at distinct thresholds, "
+                "ranked as the metrics rank (log-MSP for MSP); click the legend for the other settings.",
+            )
+        )
+    if bins.height:
+        traces = []
+        keys = bins.select("kappa", "temperature_scaled", "subset").unique().sort("kappa", "temperature_scaled",
+                                                                                   "subset")  # fmt: skip
+        ece = {
+            (r["kappa"], r["temperature_scaled"], r["subset"]): r["ece15"] for r in metrics.iter_rows(named=True)
+        }
+        for index, (kappa, scaled, subset) in enumerate(keys.iter_rows()):
+            part = bins.filter(
+                (pl.col("kappa") == kappa) & (pl.col("temperature_scaled") == scaled) & (pl.col("subset") == subset)
+            ).sort("bin")
+            label, shown = _setting(scaled, subset)
+            stored = ece.get((kappa, scaled, subset))
+            name = f"{kappa}: {label}" + (f" (ECE {stored:.4f})" if stored is not None else "")
+            traces.append(
+                {
+                    "type": "bar",
+                    "name": name,
+                    "x": _values((part["lo"] + part["hi"]) / 2),
+                    "width": _values(part["hi"] - part["lo"]),
+                    "y": _values(part["accuracy"]),
+                    "customdata": [list(r) for r in zip(_values(part["mean_conf"]), part["count"], strict=True)],
+                    "visible": True if shown else "legendonly",
+                    "opacity": 0.65,
+                    "marker": {"color": _COLORS[index % len(_COLORS)], "line": {"color": "#333", "width": 0.5}},
+                    "hovertemplate": "bin (%{x:.3f} ± %{width:.3f}/2)<br>accuracy %{y:.4f}<br>mean confidence "
+                    "%{customdata[0]:.4f}<br>%{customdata[1]} samples<extra>%{fullData.name}</extra>",
+                }
+            )
+        traces.append(
+            {"type": "scatter", "mode": "lines", "name": "perfect calibration", "x": [0.0, 1.0], "y": [0.0, 1.0],
+             "line": {"color": "#999", "dash": "dash"}, "hoverinfo": "skip"}
+        )  # fmt: skip
+        convention = bins["bin_convention"].drop_nulls()
+        plots.append(
+            Plot(
+                "reliability",
+                traces,
+                _layout(
+                    "confidence (bin)", "accuracy in the bin", barmode="overlay", xaxis={"range": [0, 1]},
+                    yaxis={"range": [0, 1]},
+                ),
+                f"Stored calibration bins (reliability_bins, {convention[0] if convention.len() else ''} bins): "
+                "Σ count·|mean confidence − accuracy| / n over them is the ECE in the legend.",
+            )
+        )
+    if plots:
+        sections.append(Section("curves", "Risk–coverage curve and reliability diagram", _grid(plots)))
+    else:
+        sections.append(Section("curves", "Risk–coverage curve and reliability diagram",
+                                _empty("no stored curves or calibration bins for this model")))  # fmt: skip
+    return sections
+
+
+def _model_cood(data: _Data, model_id: str, name: str | None) -> Section:
+    title = "C-OOD levels"
+    levels = data.model_table("cood_levels", model_id)
+    if levels.height == 0:
+        return Section("cood", title, _empty("no C-OOD results for this model"))
+    levels = levels.sort("kappa", "level")
+    reference = data.tables["reference_cood_levels"]
+    reference = reference.filter(pl.col("model_name") == name).sort("kappa", "level") if name else reference.clear()
+    traces = []
+    kappas = sorted(set(levels["kappa"].to_list()) | set(reference["kappa"].to_list()))
+    for kappa in kappas:
+        color = _COLORS[kappas.index(kappa) % len(_COLORS)]
+        part = levels.filter(pl.col("kappa") == kappa)
+        if part.height:
+            traces.append(
+                {"type": "scatter", "mode": "lines+markers", "name": f"{kappa}", "x": _values(part["level"]),
+                 "y": _values(part["ood_auroc"]), "line": {"color": color},
+                 "hovertemplate": "level %{x}<br>OOD AUROC %{y:.4f}<extra>%{fullData.name}</extra>"}
+            )  # fmt: skip
+        part = reference.filter(pl.col("kappa") == kappa)
+        if part.height:
+            traces.append(
+                {"type": "scatter", "mode": "lines+markers", "name": f"{kappa}, published", "x": _values(part["level"]),
+                 "y": _values(part["ood_auroc"]), "line": {"color": color, "dash": "dot"},
+                 "hovertemplate": "level %{x}<br>published OOD AUROC %{y:.4f}<extra>%{fullData.name}</extra>"}
+            )  # fmt: skip
+    plot = Plot(
+        "cood-levels",
+        traces,
+        _layout("severity level (0 = easiest OOD classes)", "OOD AUROC"),
+        "OOD AUROC per severity level and κ (cood_levels)"
+        + ("; dotted: the published table for this architecture." if reference.height else "."),
+    )
+    columns = ["kappa", "level", "percentile", "severity", "n_id", "n_ood", "ood_auroc", "fpr95", "aupr_in",
+               "aupr_out", "ood_avg_conf", "id_accuracy", "id_auroc"]  # fmt: skip
+    return Section("cood", title, _grid([plot]) + html_table(levels.select(columns)))
+
+
+def _model_hsc(data: _Data, model_id: str) -> Section:
+    title = "Hierarchical selective classification"
+    rules = data.model_table("hsc_rules", model_id)
+    curves = data.model_table("hsc_curves", model_id)
+    calibration = data.model_table("hsc_calibration", model_id)
+    if rules.height + curves.height + calibration.height == 0:
+        return Section("hsc", title, _empty("no HSC results for this model"))
+    plots = []
+    curves = curves.filter(~pl.col("temperature_scaled"))  # with TS: in SQL (hsc_curves), half the page's weight
+    for risk_type in sorted(curves["risk_type"].unique().to_list()):
+        part_risk = curves.filter(pl.col("risk_type") == risk_type)
+        rule_names = sorted(part_risk["rule"].unique().to_list())
+        traces = []
+        for index, rule in enumerate(rule_names):
+            part = part_risk.filter(pl.col("rule") == rule).sort("point")
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "name": rule,
+                    "x": _values(part["coverage"]),
+                    "y": _values(part["risk"]),
+                    "customdata": _values(part["theta"]),
+                    "line": {"color": _COLORS[index % len(_COLORS)]},
+                    "hovertemplate": "coverage %{x:.4f}<br>risk %{y:.4f}<br>θ %{customdata:.4g}"
+                    "<extra>%{fullData.name}</extra>",
+                }
+            )
+        label = "0/1 risk" if risk_type == "01" else f"{risk_type} risk"
+        plots.append(
+            Plot(
+                f"hrc-{re.sub(r'[^A-Za-z0-9]', '', risk_type)}",
+                traces,
+                _layout("coverage", f"hierarchical risk ({label})", xaxis={"range": [0, 1]}),
+                f"Hierarchical risk–coverage curves (hsc_curves, {label}, no temperature scaling), one line per "
+                "inference rule; the TS curves are in hsc_curves (temperature_scaled).",
+            )
+        )
+    body = _grid(plots) if plots else ""
+    if rules.height:
+        body += "<h3>hAURC per rule (hsc_rules)</h3>" + html_table(
+            rules.select("rule", "risk_type", "temperature_scaled", "haurc", "gain").sort(
+                "risk_type", "temperature_scaled", "rule"
+            )
+        )
+    if calibration.height:
+        columns = ["method", "alpha", "delta", "n_cal", "repetitions", "theta_mean", "accuracy_mean", "accuracy_error",
+                   "coverage_mean", "violation_rate"]  # fmt: skip
+        body += "<h3>Calibrated thresholds (hsc_calibration)</h3>" + html_table(
+            calibration.select(columns).with_columns((1 - pl.col("alpha")).alias("target_accuracy")).sort(
+                "alpha", "method"
+            )
+        )
+    return Section("hsc", title, body)
+
+
+def _model_provenance(data: _Data, model_id: str, model: dict | None) -> Section:
+    parts = []
+    if model:
+        parts.append(_fields((k, v) for k, v in model.items() if k != "pretrained_cfg"))
+        if model.get("pretrained_cfg"):
+            parts.append(f"<h3>pretrained_cfg</h3><pre>{html.escape(str(model['pretrained_cfg']))}</pre>")
+    else:
+        parts.append(_empty("this model has no row in the models table"))
+    tasks = data.model_table("run_tasks", model_id)
+    if tasks.height:
+        parts.append("<h3>Run tasks</h3>")
+        parts.append(html_table(tasks.drop("model_id").sort("run_id", "dataset", "shard")))
+    run_ids: set[str] = set()
+    for table in ("selective_metrics", "cood_levels", "hsc_rules", "hsc_calibration"):
+        frame = data.model_table(table, model_id)
+        if "run_id" in frame.columns:
+            run_ids.update(frame["run_id"].drop_nulls().to_list())
+    if model and model.get("run_id"):
+        run_ids.add(model["run_id"])
+    runs = data.tables["runs"].filter(pl.col("run_id").is_in(sorted(run_ids))).drop("config")
+    if runs.height:
+        parts.append("<h3>Runs that wrote this model's rows</h3>" + html_table(runs))
+    return Section("provenance", "Provenance", "".join(parts))
+
+
+def _model_page(data: _Data, model_id: str, models: dict[str, dict], subtitle: str) -> str:
+    model = models.get(model_id)
+    group = data.group(model_id)
+    sections = [
+        *_model_selective(data, model_id),
+        _model_cood(data, model_id, model["name"] if model else None),
+        _model_hsc(data, model_id),
+        _model_provenance(data, model_id, model),
+    ]
+    head = f"{html.escape(data.group_column)}: {html.escape(group)}. {subtitle}"
+    return _page(model_id, head, sections, "../assets/", back="../index.html")
+
+
+# -- writing ------------------------------------------------------------------------------------------------
 def _resolve(source: Path) -> Path:
     source = Path(source)
-    if source.is_dir():
-        return source / DB_FILENAME
-    return source
+    return source / DB_FILENAME if source.is_dir() else source
 
 
-def build_report(source: Path, output: Path | None = None, max_models: int = 8) -> Path:
-    """Write the HTML report of a results database and return its path.
+def _check_target(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"the report is a folder, but {folder} is a file; choose another --output")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+        raise ReportError(f"{folder} exists and is not a uebench report folder; remove it or choose another --output")
 
-    source: the workspace folder or the ``.duckdb`` file; output: the HTML file (default
-    ``<workspace>/reports/report.html``), written atomically; max_models: how many models (best selective AUROC
-    first) get per-model curves and diagrams. Raises StoreError when the database is missing.
+
+def _swap_in(built: Path, folder: Path) -> None:
+    """Move the finished ``built`` folder to ``folder``, replacing an earlier report there."""
+    old = None
+    if folder.exists():
+        old = temp_path(folder)
+        folder.rename(old)
+    try:
+        built.rename(folder)
+    except BaseException:
+        if old is not None:
+            old.rename(folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_TOP_K) -> Path:
+    """Write the report folder of a results database and return the path of its ``index.html``.
+
+    source: the workspace folder or the ``.duckdb`` file; output: the report folder (default
+    ``<workspace>/reports/report``), built beside it and moved into place when complete (an earlier report
+    there is replaced; any other non-empty folder is refused with :class:`ReportError`); top_k: rows in each
+    top-k table of the overview. Raises StoreError when the database is missing.
     """
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ReportError(f"top_k must be an integer >= 1, got {top_k!r}")
+    from plotly import __version__ as plotly_version
+    from plotly.offline import get_plotlyjs
+
     db_path = _resolve(source)
-    with Store.open(db_path, read_only=True) as store:
-        models = _top_models(store, max_models)
-        samples, note = _id_samples(store, models)
-        sections = [
-            *_leaderboards(store),
-            _risk_coverage_section(samples, note),
-            _hrc_section(store, models),
-            _degradation_section(store, models),
-            _reliability_section(samples),
-            _reference_section(store),
-            _provenance_section(store),
-        ]
-        version = store.schema_version
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in sections)
-    body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
-    document = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        "<title>uebench report</title>"
-        f"<style>{_CSS}</style></head><body><h1>uebench report</h1>"
-        f'<p class="note">Database {html.escape(str(db_path))} (schema version {version}), generated {generated}.'
-        f"</p><ul>{toc}</ul>{body}</body></html>\n"
-    )
-    output = Path(output) if output is not None else db_path.parent / "reports" / "report.html"
-    return atomic_write_text(output, document)
+    folder = Path(output) if output is not None else db_path.parent / "reports" / "report"
+    _check_target(folder)
+    with Store.open(db_path, read_only=True, samples=False) as store:  # the report reads no per-sample outputs
+        data = _Data(store, top_k).load()
+        generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        subtitle = html.escape(
+            f"Database {db_path} (schema version {store.schema_version}); {len(data.model_ids)} models; generated "
+            f"{generated} with plotly {plotly_version}."
+        )
+        overview = _overview(data, subtitle)
+        models = {row["model_id"]: row for row in data.tables["models"].iter_rows(named=True)}
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        built = temp_path(folder)
+        try:
+            (built / "models").mkdir(parents=True)
+            (built / "assets").mkdir()
+            (built / "assets" / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
+            (built / "assets" / "report.js").write_text(JS, encoding="utf-8")
+            (built / "assets" / "report.css").write_text(CSS, encoding="utf-8")
+            for model_id in data.model_ids:
+                page = _model_page(data, model_id, models, subtitle)
+                (built / "models" / page_name(model_id)).write_text(page, encoding="utf-8")
+            (built / "index.html").write_text(overview, encoding="utf-8")
+            (built / MARKER).write_text("written by uebench report; replaced by the next one\n", encoding="utf-8")
+            _swap_in(built, folder)
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
+    return folder / "index.html"

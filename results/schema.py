@@ -148,6 +148,36 @@ TABLES: dict[str, str] = {
             run_id VARCHAR,                     -- the run that wrote the row (provenance: join runs)
             PRIMARY KEY (model_id, kappa, temperature_scaled, subset)
         )""",
+    "selective_curves": """
+        CREATE TABLE selective_curves (
+            model_id VARCHAR NOT NULL,          -- one curve per selective_metrics row (same key columns)
+            kappa VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            subset VARCHAR NOT NULL,
+            point INTEGER NOT NULL,             -- 0, 1, … in increasing coverage (≤ hsc.selective.CURVE_POINTS)
+            accepted BIGINT NOT NULL,           -- k: samples accepted, a tie-block end (one threshold)
+            coverage DOUBLE NOT NULL,           -- k / n
+            risk DOUBLE NOT NULL,               -- errors among the k most confident / k (exact, tie-aware)
+            threshold DOUBLE,                   -- κ of the k-th most confident sample (accept κ ≥ threshold)
+            run_id VARCHAR,
+            PRIMARY KEY (model_id, kappa, temperature_scaled, subset, point)
+        )""",
+    "reliability_bins": """
+        CREATE TABLE reliability_bins (
+            model_id VARCHAR NOT NULL,          -- the bins of a selective_metrics row's ece15 (probability κ)
+            kappa VARCHAR NOT NULL,
+            temperature_scaled BOOLEAN NOT NULL,
+            subset VARCHAR NOT NULL,
+            bin INTEGER NOT NULL,               -- 0 … 14, equal width
+            lo DOUBLE NOT NULL,                 -- float32 edge j/15 as compared with κ
+            hi DOUBLE NOT NULL,
+            count BIGINT NOT NULL,              -- samples in the bin (bin_convention decides the edges)
+            mean_conf DOUBLE,                   -- NULL for an empty bin
+            accuracy DOUBLE,                    -- fraction correct; NULL for an empty bin
+            bin_convention VARCHAR,             -- (lo,hi] | [lo,hi); ece15 = Σ count·|mean_conf − accuracy| / n
+            run_id VARCHAR,
+            PRIMARY KEY (model_id, kappa, temperature_scaled, subset, bin)
+        )""",
     "cood_levels": """
         CREATE TABLE cood_levels (
             model_id VARCHAR NOT NULL,
@@ -291,6 +321,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "datasets": ("dataset",),
     "bad_files": ("dataset", "sample_id"),
     "selective_metrics": ("model_id", "kappa", "temperature_scaled", "subset"),
+    "selective_curves": ("model_id", "kappa", "temperature_scaled", "subset", "point"),
+    "reliability_bins": ("model_id", "kappa", "temperature_scaled", "subset", "bin"),
     "cood_levels": ("model_id", "kappa", "level"),
     "cood_level_classes": ("model_id", "kappa", "level", "wnid"),
     "cood_class_severity": ("model_id", "kappa", "wnid"),

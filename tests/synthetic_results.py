@@ -53,10 +53,12 @@ def synthetic_frames(
 ) -> dict[str, pl.DataFrame]:
     """Rows for every table of ``results.schema.TABLES`` for ``n_models`` models, keyed by table name.
 
-    Per model: 2 run tasks (one more failed task in all), 6 selective_metrics rows (3 κ × TS off/on),
-    ``num_levels`` × 3 κ cood_levels rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points
-    per hsc curve, 3 methods × 2 α hsc_calibration rows, and published C-OOD and HSC rows for the first three
-    models (with their reference_models rows).
+    Per model: 2 run tasks (one more failed task in all), 6 selective_metrics rows (3 κ × TS off/on), each
+    with a ``curve_points``-point selective_curves curve ending at (coverage 1, risk 1 − accuracy) and, for MSP,
+    15 reliability_bins whose Σ count·|mean_conf − accuracy| / n is the row's ece15, ``num_levels`` × 3 κ
+    cood_levels rows, 16 hsc_rules rows (4 rules × TS × 2 risks), ``curve_points`` points per hsc curve,
+    3 methods × 2 α hsc_calibration rows, and published C-OOD and HSC rows for the first three models (with
+    their reference_models rows).
     """
     if n_models < 1:
         raise ValueError(f"n_models must be >= 1, got {n_models}")
@@ -173,8 +175,12 @@ def synthetic_frames(
             "sac95": rng.uniform(0.3, 0.8, n_sel),
             "sac99": rng.uniform(0.05, 0.4, n_sel),
             "temperature": np.where(ts, rng.uniform(0.8, 1.6, n_sel), 1.0),
+            "bin_convention": ["(lo,hi]"] * n_sel,
         }
     )
+
+    frames["selective_curves"] = _selective_curves(frames["selective_metrics"], curve_points, rng)
+    frames["reliability_bins"] = _reliability_bins(frames["selective_metrics"].filter(pl.col("kappa") == "msp"), rng)
 
     # cood_levels: model × κ × level; AUROC falls with level
     n_pairs = n_models * len(KAPPAS)
@@ -349,6 +355,91 @@ def _published_hsc(frames: dict[str, pl.DataFrame], models: list[str], rng: np.r
     names = [*frames["reference_hsc_metrics"]["model_name"].unique(maintain_order=True),
              *frames["reference_cood_levels"]["model_name"].unique(maintain_order=True)]
     frames["reference_models"] = reference_models(names)
+
+
+def write_published_cood_csv(path: Path, n_models: int = 707, seed: int = 0) -> Path:
+    """A C-OOD results table in the published CSV format (cood.md §4; columns of the paper's
+    ``all_paper_results.csv``) for ``n_models`` model names × κ (softmax, entropy) × 11 levels, percentiles with the
+    paper's float noise. The first names are the synthetic architectures' (``resnet50`` …), so they match
+    :func:`synthetic_frames` models by name; the rest are ``published_model_<i>``. Written atomically."""
+    rng = np.random.default_rng(seed)
+    names = [a.split(".")[0] for a in _ARCHITECTURES] + [f"published_model_{i:04d}" for i in range(n_models)]
+    names = names[:n_models]
+    functions = ("softmax", "entropy")
+    levels = np.arange(11)
+    rows = []
+    for name in names:
+        accuracy = rng.uniform(0.55, 0.9)
+        for function in functions:
+            start, end = rng.uniform(0.88, 0.97), rng.uniform(0.55, 0.72)
+            for level in levels:
+                auroc = start + (end - start) * (level / 10) ** 1.3
+                rows.append(
+                    {
+                        "severity level": int(level),
+                        "percentile": level * 0.1,  # 0.30000000000000004, as published
+                        "ood-auroc": auroc,
+                        "ood_avg_conf": 0.2 + 0.05 * level,
+                        "id-acc": accuracy,
+                        "id-auroc": 0.85,
+                        "id_avg_conf": accuracy + 0.02,
+                        "model name": name,
+                        "confidence function": function,
+                        "model name - confidence function": f"{name}-{function}",
+                    }
+                )
+    with atomic_output(path) as tmp:
+        pl.DataFrame(rows).write_csv(tmp)
+    return Path(path)
+
+
+def _selective_curves(metrics: pl.DataFrame, points: int, rng: np.random.Generator) -> pl.DataFrame:
+    """``points`` risk–coverage points per selective_metrics row: risk (1 − accuracy)·coverage^γ, γ ∈ [1, 2.5]."""
+    rows = metrics.height
+    n = _repeat(metrics["n"].to_numpy(), points)
+    accepted = -(-n * _tile(np.arange(1, points + 1), rows) // points)  # ⌈n·(j+1)/points⌉, the last one n
+    coverage = accepted / n
+    gamma = _repeat(rng.uniform(1.0, 2.5, rows), points)
+    return pl.DataFrame(
+        {
+            **{key: _repeat(metrics[key].to_numpy(), points) for key in ("model_id", "kappa", "temperature_scaled",
+                                                                         "subset")},
+            "point": _tile(np.arange(points, dtype=np.int32), rows),
+            "accepted": accepted,
+            "coverage": coverage,
+            "risk": _repeat(1.0 - metrics["accuracy"].to_numpy(), points) * coverage**gamma,
+            "threshold": 1.0 - 0.9 * coverage**2,
+            "run_id": [RUN_ID] * (rows * points),
+        }
+    )
+
+
+def _reliability_bins(msp: pl.DataFrame, rng: np.random.Generator, bins: int = 15) -> pl.DataFrame:
+    """``bins`` equal-width bins per MSP row, the lowest two empty, every other bin over-confident by the row's
+    ece15 (so Σ count·|mean_conf − accuracy| / n = ece15), counts growing with confidence and summing to n."""
+    rows = msp.height
+    edges = np.linspace(0, 1, bins + 1, dtype=np.float32).astype(np.float64)
+    weights = np.where(np.arange(bins) >= 2, np.exp(0.35 * np.arange(bins)), 0.0)
+    n = msp["n"].to_numpy()
+    count = np.floor(np.outer(n, weights / weights.sum())).astype(np.int64)
+    count[:, -1] += n - count.sum(axis=1)
+    lo, hi = np.tile(edges[:-1], rows), np.tile(edges[1:], rows)
+    mean_conf = lo + (hi - lo) * rng.uniform(0.2, 0.8, rows * bins)
+    filled = count.reshape(-1) > 0
+    return pl.DataFrame(
+        {
+            **{key: _repeat(msp[key].to_numpy(), bins) for key in ("model_id", "kappa", "temperature_scaled",
+                                                                   "subset")},
+            "bin": _tile(np.arange(bins, dtype=np.int32), rows),
+            "lo": lo,
+            "hi": hi,
+            "count": count.reshape(-1),
+            "mean_conf": np.where(filled, mean_conf, np.nan),
+            "accuracy": np.where(filled, mean_conf - _repeat(msp["ece15"].to_numpy(), bins), np.nan),
+            "bin_convention": ["(lo,hi]"] * (rows * bins),
+            "run_id": [RUN_ID] * (rows * bins),
+        }
+    ).with_columns(pl.col("mean_conf", "accuracy").fill_nan(None))
 
 
 def write_synthetic_outputs(

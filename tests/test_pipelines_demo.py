@@ -217,9 +217,14 @@ def test_demo_runs_every_analysis_and_writes_the_report(demo_workspace):
     assert levels.height > 0 and levels["ood_auroc"].drop_nulls().is_between(0, 1).all()
     for (_, _), group in levels.group_by("model_id", "kappa"):
         assert sorted(group["level"].to_list()) == list(range(group["num_levels"][0]))
-    report = demo_workspace / "reports" / "report.html"
-    html = report.read_text()
-    assert html.count("<img") >= 3 and "hierarchical" in html.lower()
+    report = demo_workspace / "reports" / "report"
+    overview = (report / "index.html").read_text()
+    assert overview.count('class="plot-spec"') >= 5 and "hierarchical" in overview.lower()
+    pages = {p.stem for p in (report / "models").glob("*.html")}
+    assert pages == set(selective)  # one drill-down page per model, with the stored curves and bins drawn
+    for page in (report / "models").glob("*.html"):
+        text = page.read_text()
+        assert 'data-target="risk-coverage"' in text and 'data-target="reliability"' in text, page.name
 
 
 def test_cood_and_hsc_commands_find_the_demo_datasets_without_flags(demo_workspace):

@@ -18,7 +18,7 @@ from results.store import StoreError, database_path, ingest_frames
 
 
 def test_import_results_is_light() -> None:
-    code = "import sys, results; print(sorted(m for m in ('duckdb', 'polars', 'matplotlib') if m in sys.modules))"
+    code = "import sys, results; print(sorted(m for m in ('duckdb', 'polars', 'plotly') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

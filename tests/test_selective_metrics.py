@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from hsc import selective as S
+from hsc.softmax import softmax_stats
 
 # ----------------------------------------------------------------------------------------------- data
 
@@ -682,3 +683,106 @@ def test_stable_descending_order_is_numpys_stable_argsort(n, levels):
     order = S.stable_descending_order(conf)
     assert order.dtype == np.int64
     assert np.array_equal(order, np.argsort(-conf, kind="stable"))
+
+
+# ------------------------------------------------------------------------ stored curves and calibration bins
+
+
+def _brute_curve(conf: np.ndarray, correct: np.ndarray) -> list[tuple[int, float, float]]:
+    """(accepted, coverage, risk) at every distinct threshold t (accept κ ≥ t), coverage increasing."""
+    points = []
+    for t in sorted(set(conf.tolist()), reverse=True):
+        accepted = conf >= t
+        k = int(accepted.sum())
+        points.append((k, k / conf.size, float((~correct[accepted]).sum()) / k))
+    return points
+
+
+@pytest.mark.parametrize(("n", "seed", "ties"), CASES)
+def test_risk_coverage_points_are_the_tie_aware_curve(n, seed, ties):
+    conf, correct = _data(n, seed, ties)
+    full = S.risk_coverage_points(conf, correct, max_points=10_000)
+    brute = _brute_curve(conf, correct)
+    assert full.accepted.tolist() == [k for k, _, _ in brute]
+    assert full.coverage.tolist() == pytest.approx([c for _, c, _ in brute], abs=1e-15)
+    assert full.risk.tolist() == pytest.approx([r for _, _, r in brute], abs=1e-15)
+    assert full.threshold.tolist() == sorted(set(conf.tolist()), reverse=True)
+    # it is selective_risk_curve (midrank) itself
+    coverage, risk, threshold = S.selective_risk_curve(conf, correct)
+    assert np.array_equal(full.coverage, coverage) and np.array_equal(full.risk, risk)
+    assert np.array_equal(full.threshold, threshold)
+
+
+@pytest.mark.parametrize("max_points", [2, 3, 7, 50])
+def test_thinned_curve_keeps_exact_points_at_even_coverages(max_points):
+    conf, correct = _data(400, 31, ties=False)
+    full = S.risk_coverage_points(conf, correct, max_points=10_000)
+    thin = S.risk_coverage_points(conf, correct, max_points=max_points)
+    assert 2 <= thin.coverage.size <= max_points
+    assert thin.coverage[0] == full.coverage[0] and thin.coverage[-1] == 1.0
+    assert thin.risk[-1] == pytest.approx(1 - correct.mean(), abs=1e-15)
+    index = {k: i for i, k in enumerate(full.accepted.tolist())}
+    for k, cov, risk in zip(thin.accepted, thin.coverage, thin.risk, strict=True):
+        assert full.risk[index[int(k)]] == risk and full.coverage[index[int(k)]] == cov  # a point of the curve
+    # brute force: the first curve point at or above each target j/(max_points − 1), without repeats
+    expected = []
+    for target in np.linspace(0.0, 1.0, max_points):
+        first = next(i for i, c in enumerate(full.coverage) if c >= target)
+        if first not in expected:
+            expected.append(first)
+    assert thin.accepted.tolist() == [int(full.accepted[i]) for i in expected]
+    with pytest.raises(ValueError, match="max_points must be an integer >= 2"):
+        S.risk_coverage_points(conf, correct, max_points=1)
+
+
+@pytest.mark.parametrize("convention", ["(lo,hi]", "[lo,hi)"])
+@pytest.mark.parametrize(("n", "seed", "ties"), CASES)
+def test_reliability_table_matches_a_loop_over_bins(convention, n, seed, ties):
+    conf, correct = _data(n, seed, ties)
+    conf = np.concatenate([conf, [0.0, 1.0, 1 / 15, 2 / 15]])  # edges and both ends
+    correct = np.concatenate([correct, [False, True, True, False]])
+    table = S.reliability_table(conf, correct, 15, convention=convention)
+    edges = np.linspace(0, 1, 16, dtype=np.float32)
+    c32 = conf.astype(np.float32)
+    for j in range(15):
+        if convention == "(lo,hi]":
+            inside = (c32 > edges[j]) & (c32 <= edges[j + 1])
+        else:
+            inside = (c32 >= edges[j]) & ((c32 < edges[j + 1]) if j < 14 else (c32 <= edges[j + 1]))
+        assert table.count[j] == inside.sum()
+        assert (table.lo[j], table.hi[j]) == (float(edges[j]), float(edges[j + 1]))
+        if inside.any():
+            assert table.mean_conf[j] == pytest.approx(conf[inside].mean(), rel=1e-12)
+            assert table.accuracy[j] == pytest.approx(correct[inside].mean(), rel=1e-12)
+        else:
+            assert math.isnan(table.mean_conf[j]) and math.isnan(table.accuracy[j])
+    assert table.n == conf.size and table.convention == convention
+    in_no_bin = int((c32 == 0).sum()) if convention == "(lo,hi]" else 0  # κ = 0 is in no (lo,hi] bin
+    assert table.count.sum() == conf.size - in_no_bin and (in_no_bin >= 1 or convention == "[lo,hi)")
+    # the stored-bins identity: Σ count·|mean κ − acc| / n is ECE, bit for bit, and the max gap is MCE
+    assert table.ece == S.ece(conf, correct, convention=convention)
+    assert table.mce == S.mce(conf, correct, convention=convention)
+    filled = table.count > 0
+    gaps = table.count[filled] * np.abs(table.mean_conf[filled] - table.accuracy[filled])
+    assert float(np.sum(gaps)) / table.n == pytest.approx(table.ece, rel=1e-12, abs=1e-15)
+    with pytest.raises(ValueError, match="probabilities"):
+        S.reliability_table(conf * 2, correct)
+
+
+def test_selective_summary_is_summarize_plus_its_curve_and_bins():
+    rng = np.random.default_rng(41)
+    logits = rng.normal(size=(600, 5)) * 3
+    labels = rng.integers(0, 5, 600)
+    logits[np.arange(600), labels] += 2.0
+    stats = softmax_stats(logits, labels)
+    correct = stats.top_class == labels
+    out = S.selective_summary(stats.log_msp, correct, values=stats.msp, probability=True, max_points=40)
+    assert out.metrics == pytest.approx(S.summarize(stats.log_msp, correct, values=stats.msp, probability=True),
+                                        nan_ok=True)  # fmt: skip
+    curve = S.risk_coverage_points(stats.log_msp, correct, 40, values=stats.msp)
+    for name in ("accepted", "coverage", "risk", "threshold"):
+        assert np.array_equal(getattr(out.curve, name), getattr(curve, name))
+    assert out.reliability.ece == out.metrics["ece15"] and out.reliability.mce == out.metrics["mce15"]
+    # ranked by log-MSP, reported in MSP: the thresholds are MSP values, non-increasing
+    assert np.all(np.diff(out.curve.threshold) <= 0) and out.curve.threshold.max() <= 1.0
+    assert S.selective_summary(stats.log_msp, correct, probability=False).reliability is None

@@ -13,8 +13,14 @@ import pytest
 
 from cood import confidence
 from hsc import selective as S
-from pipelines.analyses.selective import COLUMNS, analyse_selective, stratified_split
+from pipelines.analyses.selective import (
+    COLUMNS,
+    analyse_selective,
+    analyse_selective_tables,
+    stratified_split,
+)
 from results.schema import PRIMARY_KEYS, TABLES
+from results.store import Store, database_path, ingest_frames
 
 
 def _model(n_per_class: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,3 +169,80 @@ def test_bundle_on_a_model_that_is_always_wrong():
         df = analyse_selective("random", z, y.astype(np.int64), n_fit=10)
     assert df["auroc"].is_null().all() and (df["accuracy"] == 0.0).all()
     assert not any(isinstance(v, float) and math.isnan(v) for v in df.row(0))
+
+
+# ------------------------------------------------------------------------ stored curves and calibration bins
+
+
+@pytest.fixture(scope="module")
+def tables():
+    z, y = _model(40, 25, seed=1)
+    return z, y, analyse_selective_tables("toy", z, y, split_seed=7, n_fit=100, curve_points=30)
+
+
+def test_tables_hold_the_same_metrics_and_a_curve_and_bins_per_row(tables, bundle):
+    _, _, out = tables
+    assert set(out) == {"selective_metrics", "selective_curves", "reliability_bins"}
+    assert out["selective_metrics"].equals(bundle[2])
+    key = ["kappa", "temperature_scaled", "subset"]
+    curves, bins = out["selective_curves"], out["reliability_bins"]
+    assert curves.select(key).unique().sort(key).equals(out["selective_metrics"].select(key).sort(key))
+    assert set(bins["kappa"].unique()) == {"msp"} and bins.height == 3 * 15  # probability κ only
+    assert curves.group_by(key).len()["len"].max() <= 30
+
+
+def test_stored_curve_ends_at_the_error_rate_and_follows_the_msp_ranking(tables):
+    z, y, out = tables
+    metrics, curves = out["selective_metrics"], out["selective_curves"]
+    for row in metrics.iter_rows(named=True):
+        curve = curves.filter(
+            (pl.col("kappa") == row["kappa"]) & (pl.col("temperature_scaled") == row["temperature_scaled"])
+            & (pl.col("subset") == row["subset"])
+        ).sort("point")  # fmt: skip
+        assert curve["point"].to_list() == list(range(curve.height))
+        assert curve["coverage"][-1] == 1.0 and curve["accepted"][-1] == row["n"]
+        assert curve["risk"][-1] == pytest.approx(1 - row["accuracy"], abs=1e-15)
+        assert np.array_equal(curve["coverage"].to_numpy(), curve["accepted"].to_numpy() / row["n"])  # k/n exactly
+    # brute force for MSP on every sample: ranked by log-MSP (distinct thresholds), thresholds reported as MSP
+    log_msp = confidence.log_msp(z)
+    correct = z.argmax(axis=1) == y
+    curve = curves.filter((pl.col("kappa") == "msp") & (pl.col("subset") == "all")).sort("point")
+    for k, risk in zip(curve["accepted"], curve["risk"], strict=True):
+        threshold = np.sort(log_msp)[::-1][k - 1]
+        accepted = log_msp >= threshold
+        assert accepted.sum() == k  # a tie-block end: exactly k samples at or above the threshold
+        assert risk == pytest.approx((~correct[accepted]).mean(), abs=1e-15)
+
+
+def test_stored_bins_give_back_the_stored_ece(tables):
+    z, y, out = tables
+    metrics, bins = out["selective_metrics"], out["reliability_bins"]
+    joined = bins.join(metrics.select("kappa", "temperature_scaled", "subset", "n", "ece15", "mce15"),
+                       on=["kappa", "temperature_scaled", "subset"])  # fmt: skip
+    for _, group in joined.group_by("kappa", "temperature_scaled", "subset"):
+        filled = group.filter(pl.col("count") > 0)
+        gaps = (filled["mean_conf"] - filled["accuracy"]).abs()
+        assert (filled["count"] * gaps).sum() / group["n"][0] == pytest.approx(group["ece15"][0], rel=1e-12)
+        assert gaps.max() == pytest.approx(group["mce15"][0], rel=1e-12)
+        assert group["count"].sum() == group["n"][0]  # MSP > 1/C > 0: every sample is in a (lo,hi] bin
+        assert (group["bin_convention"] == "(lo,hi]").all()
+        empty = group.filter(pl.col("count") == 0)
+        assert empty["mean_conf"].null_count() == empty.height
+    # direct: the no-TS bins on every sample against hsc.selective.reliability_table of the MSP
+    table = S.reliability_table(confidence.msp(z.astype(np.float64)), z.argmax(axis=1) == y)
+    stored = bins.filter(~pl.col("temperature_scaled") & (pl.col("subset") == "all")).sort("bin")
+    assert stored["count"].to_list() == table.count.tolist()
+
+
+def test_tables_ingest_into_the_store(tables, tmp_path):
+    _, _, out = tables
+    assert ingest_frames(database_path(tmp_path), out) == {name: frame.height for name, frame in out.items()}
+    with Store.open(database_path(tmp_path), read_only=True) as store:
+        ece = store.query(
+            "SELECT sum(b.count * abs(b.mean_conf - b.accuracy)) / any_value(m.n) AS ece, any_value(m.ece15) AS "
+            "stored FROM reliability_bins b JOIN selective_metrics m USING (model_id, kappa, temperature_scaled, "
+            "subset) WHERE b.count > 0 GROUP BY b.model_id, b.kappa, b.temperature_scaled, b.subset"
+        )
+    assert ece.height == 3
+    for value, stored in ece.iter_rows():
+        assert value == pytest.approx(stored, rel=1e-12)

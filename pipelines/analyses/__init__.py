@@ -107,19 +107,20 @@ def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables
 
 
 def _selective_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
-    from pipelines.analyses.selective import analyse_selective
+    from pipelines.analyses.selective import analyse_selective_tables
 
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
     options = inputs.options
-    frame = analyse_selective(
+    tables = analyse_selective_tables(
         ms.model_id, out.logits, out.labels, kappas=options.selective_kappas, split_seed=options.seed,
         n_fit=options.n_fit,
     )
-    return with_values({"selective_metrics": frame}, run_id=inputs.run_id)
+    return with_values(tables, run_id=inputs.run_id)
 
 
 def selective(ctx: RunContext) -> Tables:
-    """Selective-prediction metrics (hsc.selective) of every model on the ID dataset.
+    """Selective-prediction metrics (hsc.selective) of every model on the ID dataset, with the stored
+    risk–coverage points (``selective_curves``) and calibration bins (``reliability_bins``) the report draws.
 
     Options: ``selective_kappas``, ``seed`` and ``n_fit`` (the temperature-scaling split).
     """

@@ -1,7 +1,10 @@
 """The selective-prediction analysis of one model: every flat metric per κ, with and without TS.
 
 Produces the rows of the ``selective_metrics`` table (results/schema.py), one per (κ, temperature_scaled,
-subset), from the stored logits and labels of one model on one ID dataset (selective.md §3):
+subset), from the stored logits and labels of one model on one ID dataset (selective.md §3), and from the same
+sort the rows a report draws: the risk–coverage curve of each row (``selective_curves``, at most
+:data:`hsc.selective.CURVE_POINTS` exact points) and the equal-width bins behind its ECE (``reliability_bins``,
+probability κ only):
 
 - subset ``all``: every sample, no temperature scaling (the reference's non-``_TS`` columns, "val50k");
 - subset ``ts_eval``: the evaluation part of the seeded stratified split (the reference's "ts_test45k"),
@@ -20,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from cood import confidence
-from hsc.selective import stable_descending_order, summarize
+from hsc.selective import CURVE_POINTS, SelectiveSummary, selective_summary, stable_descending_order
 from hsc.softmax import SOFTMAX_KAPPAS, SoftmaxStats, check_logits, softmax_stats
 from hsc.study import StratifiedSplitter, class_allocation
 from hsc.temperature import TemperatureFit, fit_temperature_result
@@ -124,6 +127,66 @@ def analyse_selective(
     single-class input) are null. ``accuracy`` is a fraction; ``temperature`` is the T applied to the row
     (1.0 without TS); ``nll_before``/``nll_after`` are the mean NLL on the fit split at T = 1 and at T;
     ``run_id`` is null: the caller adds provenance (:func:`results.schema.with_values`).
+    :func:`analyse_selective_tables` returns these rows with their curves and calibration bins.
+    """
+    return analyse_selective_tables(model_id, logits, labels, kappas=kappas, split_seed=split_seed, n_fit=n_fit)[
+        "selective_metrics"
+    ]
+
+
+def _curve_rows(summary: SelectiveSummary, key: dict) -> dict[str, object]:
+    curve = summary.curve
+    return {
+        **key,
+        "point": np.arange(curve.coverage.size, dtype=np.int32),
+        "accepted": curve.accepted,
+        "coverage": curve.coverage,
+        "risk": curve.risk,
+        "threshold": curve.threshold,
+    }
+
+
+def _bin_rows(summary: SelectiveSummary, key: dict) -> dict[str, object]:
+    table = summary.reliability
+    return {
+        **key,
+        "bin": np.arange(table.count.size, dtype=np.int32),
+        "lo": table.lo,
+        "hi": table.hi,
+        "count": table.count,
+        "mean_conf": table.mean_conf,
+        "accuracy": table.accuracy,
+        "bin_convention": table.convention,
+    }
+
+
+def _column_frame(table: str, parts: list[dict[str, object]]) -> pl.DataFrame:
+    """One ``table`` frame from column dicts (scalars repeated), NaN as null; empty when there are none."""
+    if not parts:
+        return table_frame(table, {})
+    frame = pl.concat([table_frame(table, part) for part in parts], how="vertical")
+    return frame.with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def analyse_selective_tables(
+    model_id: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kappas: Sequence[str] = DEFAULTS.selective_kappas,
+    split_seed: int = DEFAULTS.seed,
+    n_fit: int = DEFAULTS.n_fit,
+    curve_points: int = CURVE_POINTS,
+) -> dict[str, pl.DataFrame]:
+    """:func:`analyse_selective` with the tables a report draws, computed from the same sort with the same
+    conventions (:func:`hsc.selective.selective_summary`): ``{"selective_metrics": …, "selective_curves": …,
+    "reliability_bins": …}``.
+
+    ``selective_curves``: for every metrics row, at most ``curve_points`` exact points of its tie-aware
+    risk–coverage curve, ranked by the key the metrics use (log-MSP for MSP), thresholds in κ's own units.
+    ``reliability_bins``: for every row of a probability κ, the 15 equal-width bins of its ``ece15`` in the
+    row's ``bin_convention`` (every bin, empty ones with null mean and accuracy); Σ count·|mean_conf −
+    accuracy| / n over them is the row's ``ece15``. Provenance (``run_id``) is left to the caller.
     """
     z, y = check_logits(logits, labels, finite=False)  # softmax_stats rejects non-finite logits
     unknown = [k for k in kappas if k not in confidence.REGISTRY]
@@ -149,7 +212,7 @@ def analyse_selective(
     }
     eval_position = np.full(z.shape[0], -1, dtype=np.int64)
     eval_position[eval_idx] = np.arange(eval_idx.size)
-    rows = []
+    rows, curves, bins = [], [], []
     for name in kappas:
         key_all, values_all = _kappa_values(name, base, z, 1.0, None)
         key_ts, values_ts = _kappa_values(name, scaled, z, beta, eval_idx)
@@ -168,18 +231,27 @@ def analyse_selective(
              fit.temperature),
         )  # fmt: skip
         for (scaled_flag, subset, key, values, ok, nll, brier, temperature), hint in zip(settings, hints, strict=True):
-            metrics = summarize(key, ok, values=values, order_hint=hint, probability=name in PROBABILITY_KAPPAS)
+            summary = selective_summary(
+                key, ok, values=values, order_hint=hint, probability=name in PROBABILITY_KAPPAS,
+                convention=BIN_CONVENTION, max_points=curve_points,
+            )
+            row_key = {"model_id": model_id, "kappa": name, "temperature_scaled": scaled_flag, "subset": subset}
             rows.append(
                 {
                     **shared,
-                    **metrics,
-                    "kappa": name,
-                    "temperature_scaled": scaled_flag,
-                    "subset": subset,
+                    **summary.metrics,
+                    **row_key,
                     "temperature": temperature,
                     "nll": float(np.mean(nll)),
                     "brier": float(np.mean(brier)),
                 }
             )
+            curves.append(_curve_rows(summary, row_key))
+            if summary.reliability is not None:
+                bins.append(_bin_rows(summary, row_key))
     frame = table_frame("selective_metrics", [{c: row[c] for c in COLUMNS if c in row} for row in rows])
-    return frame.with_columns(pl.col(pl.Float64).fill_nan(None))
+    return {
+        "selective_metrics": frame.with_columns(pl.col(pl.Float64).fill_nan(None)),
+        "selective_curves": _column_frame("selective_curves", curves),
+        "reliability_bins": _column_frame("reliability_bins", bins),
+    }

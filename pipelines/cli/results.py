@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from pipelines.errors import UserError
+from results.report_assets import DEFAULT_TOP_K
 
 _WORKSPACE_HELP = "Workspace folder holding uebench.duckdb."
 
@@ -111,19 +112,24 @@ def sql(
 def report(
     workspace: Path = typer.Option(Path("uebench-workspace"), "--workspace", "-w", help=_WORKSPACE_HELP),
     output: Path = typer.Option(
-        None, "--output", "-o", help="HTML file to write (default: <workspace>/reports/report.html)."
+        None, "--output", "-o", help="Report folder to write (default: <workspace>/reports/report)."
     ),
-    max_models: int = typer.Option(8, "--max-models", help="Models (best AUROC first) drawn in per-model plots."),
+    top_k: int = typer.Option(
+        DEFAULT_TOP_K, "--top-k", "--max-models", help="Rows in each top-k table of the overview (old: --max-models)."
+    ),
 ) -> None:
-    """Write the self-contained HTML report (leaderboards, curves, degradation graph, provenance)."""
-    from results.report import build_report
+    """Write the offline HTML report: an overview page and one page per model; prints the overview's path."""
+    from results.report import ReportError, build_report
 
-    if max_models < 1:
-        raise UserError(f"--max-models must be >= 1, got {max_models}")
+    if top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {top_k}")
     db_path = _database(workspace)
     _open_workspace(workspace, "uebench report")
     with _damaged_outputs_as_lines():
-        path = build_report(db_path, output, max_models=max_models)
+        try:
+            path = build_report(db_path, output, top_k=top_k)
+        except ReportError as exc:
+            raise UserError(str(exc)) from None
     typer.echo(str(path))
 
 
