@@ -334,6 +334,20 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reference_models": ("model_name",),
 }
 
+# Tables whose rows come as a whole per group (a curve's points, a level's classes, a model's levels): ingesting
+# any row of a group first deletes every stored row of that group, so a rerun that yields fewer points, levels or
+# classes leaves none of the old ones behind (they would mix two runs' numbers under one key).
+REPLACED_TOGETHER: dict[str, tuple[str, ...]] = {
+    "selective_curves": ("model_id", "kappa", "temperature_scaled", "subset"),
+    "reliability_bins": ("model_id", "kappa", "temperature_scaled", "subset"),
+    "cood_levels": ("model_id", "kappa"),
+    "cood_level_classes": ("model_id", "kappa"),
+    "cood_class_severity": ("model_id", "kappa"),
+    "hsc_curves": ("model_id", "rule", "temperature_scaled", "risk_type"),
+    "reference_cood_levels": ("model_name", "kappa"),
+    "reference_hsc_metrics": ("model_name",),
+}
+
 # DuckDB type of a contract column -> its polars dtype (JSON travels as text; TIMESTAMP is naive, microseconds).
 POLARS_TYPES: dict[str, pl.DataType] = {
     "VARCHAR": pl.String(),

@@ -7,7 +7,9 @@ process ingests every analysis table through :meth:`Store.ingest` / :func:`inges
 
 Ingestion is idempotent per natural key (:data:`results.schema.PRIMARY_KEYS`): a row whose key is already in
 the table replaces it whole (``INSERT OR REPLACE`` listing every column, absent ones as NULL), inside one
-transaction, so re-ingesting the same outputs leaves identical table contents.
+transaction, so re-ingesting the same outputs leaves identical table contents. Tables whose rows form groups
+(:data:`results.schema.REPLACED_TOGETHER`: a curve's points, a model's levels) replace whole groups, so a rerun
+with fewer points or levels leaves none of the old rows behind.
 
 Every connection also gets a ``samples`` view (a temporary view, rebuilt at each open, so it follows the
 workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
@@ -329,6 +331,12 @@ class Store:
                 f"CAST(s.{_quote(c)} AS {dtype})" if c in rows.columns else f"CAST(NULL AS {dtype})"
                 for c, dtype in columns.items()
             )
+            group = schema.REPLACED_TOGETHER.get(table)
+            if group:  # the stored rows of every group present in ``rows`` go first (schema.REPLACED_TOGETHER)
+                match = " AND ".join(
+                    f"{_quote(table)}.{_quote(k)} = CAST(s.{_quote(k)} AS {columns[k]})" for k in group
+                )
+                self._con.execute(f"DELETE FROM {_quote(table)} USING {staged} s WHERE {match}")
             if self._primary_key(table) == tuple(keys):
                 verb = "INSERT OR REPLACE"  # every column is listed, so a matching row is replaced whole
             else:  # a table migrated from a layout without this key: replace by hand

@@ -82,6 +82,26 @@ def test_reingest_replaces_by_key_and_keeps_other_rows(tmp_path: Path, frames: d
     )
 
 
+@pytest.mark.parametrize("table", sorted(schema.REPLACED_TOGETHER))
+def test_reingest_replaces_whole_groups(tmp_path: Path, frames: dict[str, pl.DataFrame], table: str) -> None:
+    """A rerun that yields fewer rows for a group (fewer curve points, levels, classes) leaves no stale rows of
+    that group, and other groups keep theirs."""
+    db = tmp_path / "r.duckdb"
+    ingest_frames(db, frames)
+    rows = frames[table]
+    group = list(schema.REPLACED_TOGETHER[table])
+    first = rows.select(group).unique(maintain_order=True).head(1)
+    in_first = rows.join(first, on=group, how="semi")
+    assert in_first.height >= 2, f"the synthetic {table} needs groups of 2+ rows"
+    fewer = in_first.head(1)
+    with Store.open(db) as store:
+        store.ingest(table, fewer)
+        got = store.table(table)
+    expected = pl.concat([rows.join(first, on=group, how="anti"), fewer])
+    assert got.height == rows.height - in_first.height + 1
+    assert_frame_equal(_sorted(got, table), _sorted(expected.select(got.columns), table), check_dtypes=False)
+
+
 def test_reingest_replaces_the_whole_row(tmp_path: Path) -> None:
     full = pl.DataFrame({"dataset": ["imagenet_val"], "kind": ["id"], "root": ["/data/val"], "n_classes": [1000]})
     with Store.open(tmp_path / "r.duckdb") as store:
