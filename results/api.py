@@ -31,7 +31,8 @@ class Results:
         return self._store.table(name)
 
     def query(self, sql: str) -> pl.DataFrame:
-        """The result of one reading SQL statement (or of the canned query of that name) as a DataFrame."""
+        """The result of one reading SQL statement (or of the canned query of that name) as a DataFrame;
+        StoreError (one line) when it is refused or fails."""
         if sql.strip() in canned_queries():
             sql = canned_query(sql.strip()).sql
         check_read_only(sql)
@@ -55,7 +56,8 @@ class Results:
 
 
 def connect(workspace: Path | str) -> Results:
-    """Open ``<workspace>/uebench.duckdb`` read-only. StoreError when the workspace or database is missing."""
+    """Open ``<workspace>/uebench.duckdb`` read-only, confined to the database and its outputs like ``uebench sql``
+    (:data:`results.store.READ_ONLY_SETTINGS`). StoreError when the workspace or database is missing."""
     workspace = Path(workspace)
     if not workspace.is_dir():
         raise StoreError(f"workspace not found: {workspace}")

@@ -1,10 +1,13 @@
 """Read-only SQL over the results database: statement checks, canned queries and output formats.
 
 ``uebench sql`` opens the database read-only and runs one reading statement (``SELECT``, ``WITH … SELECT``,
-``FROM …``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``VALUES`` or ``EXPLAIN`` of one of those). Anything else —
-``DROP``, ``INSERT``, ``COPY … TO`` (which would write a file), ``ATTACH``, ``SET`` — is refused with one line
-before it reaches DuckDB. Canned queries ship as ``results/queries/<name>.sql``; the first comment line of each
-file is its description.
+``FROM …``, ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``VALUES`` or ``EXPLAIN`` of one of those), which may start
+with ``--`` or ``/* */`` comments. Anything else — ``DROP``, ``INSERT``, ``COPY … TO`` (which would write a file),
+``ATTACH``, ``INSTALL``/``LOAD``, ``SET``/``RESET``/``PRAGMA`` — is refused with one line before it reaches DuckDB.
+The statement then runs on a read-only connection that reads only the database and the workspace's outputs
+(:data:`results.store.READ_ONLY_SETTINGS`: ``read_csv('/etc/passwd')``, ``glob(…)``, ``FROM 'file.csv'`` or
+``'https://…'`` fail there), and any error it raises is one line. Canned queries ship as
+``results/queries/<name>.sql``; the first comment line of each file is its description.
 """
 
 from __future__ import annotations
@@ -76,19 +79,45 @@ def check_read_only(sql: str) -> None:
     if len(statements) != 1:
         raise QueryError(f"uebench sql runs one statement at a time, got {len(statements)}")
     statement = statements[0]
+    tokens = _tokens(statement.query)
     if statement.type == duckdb.StatementType.EXPLAIN:
-        body = statement.query.strip()
-        words = body.split(None, 2)
-        skip = 2 if len(words) > 1 and words[1].upper() == "ANALYZE" else 1
-        check_read_only(body.split(None, skip)[skip] if len(words) > skip else "")
+        check_read_only(_explained(statement.query, tokens))
         return
     if statement.type not in _READ_STATEMENTS:
-        verb = statement.query.strip().split(None, 1)[0].upper() if statement.query.strip() else "?"
+        verb = tokens[0][1].upper() if tokens else "?"
         raise QueryError(f"the results database is opened read-only; uebench sql runs queries, not changes ({verb} …)")
 
 
+def _tokens(sql: str) -> list[tuple[int, str]]:
+    """The tokens of ``sql`` other than comments, as (start offset, text), by DuckDB's tokenizer."""
+    found = duckdb.tokenize(sql)
+    ends = [start for start, _ in found[1:]] + [len(sql)]
+    return [
+        (start, sql[start:end].strip())
+        for (start, kind), end in zip(found, ends, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+
+
+def _explained(sql: str, tokens: list[tuple[int, str]]) -> str:
+    """The statement that the EXPLAIN statement ``sql`` explains: the text after ``EXPLAIN``, an optional
+    ``ANALYZE`` and an optional parenthesised option list; empty when nothing follows."""
+    index = 1
+    if index < len(tokens) and tokens[index][1].upper() == "ANALYZE":
+        index += 1
+    if index < len(tokens) and tokens[index][1] == "(":
+        depth = 0
+        while index < len(tokens):
+            depth += {"(": 1, ")": -1}.get(tokens[index][1], 0)
+            index += 1
+            if depth == 0:
+                break
+    return sql[tokens[index][0] :] if index < len(tokens) else ""
+
+
 def run_query(db_path: Path, sql: str) -> pl.DataFrame:
-    """Check that ``sql`` only reads, open ``db_path`` read-only and return the result as a polars DataFrame."""
+    """Check that ``sql`` only reads, open ``db_path`` read-only (confined to the database and its outputs) and
+    return the result as a polars DataFrame; QueryError (one line) when it is refused or fails."""
     check_read_only(sql)
     with Store.open(db_path, read_only=True) as store:
         try:

@@ -16,6 +16,12 @@ workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.
 ``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns. The view lists the
 files it covers: a file whose Parquet footer cannot be read (a truncated or half-copied shard) is left out with
 a :class:`DamagedOutputWarning` naming it, so one damaged output never makes a query or the report fail.
+
+A read-only connection reads only the database and those outputs (:data:`READ_ONLY_SETTINGS`): DuckDB's file
+access is limited to the files the ``samples`` view lists (``allowed_paths``; Python variables of the calling
+process are not scanned either), extensions are neither installed nor loaded on demand, and the configuration is
+locked so no statement can undo it. SQL from users (``uebench sql``, :func:`results.connect`) runs only on such
+connections.
 """
 
 from __future__ import annotations
@@ -42,6 +48,19 @@ _EMPTY_SAMPLES = (
     "CAST(NULL AS FLOAT[]) AS logits, "
     "CAST(NULL AS INTEGER) AS pred, CAST(NULL AS DOUBLE) AS msp, CAST(NULL AS VARCHAR) AS model, "
     "CAST(NULL AS VARCHAR) AS dataset WHERE false"
+)
+
+
+# the settings of every read-only connection, applied in this order after ``allowed_paths`` (the outputs the
+# samples view reads) and before the view is created: file access other than the database and the allowed paths
+# off (read_csv, glob, COPY, ATTACH, FROM 'file' or 'https://…'; it also stops scans of the caller's Python
+# variables), no extension installed or loaded on demand (a URL would otherwise download httpfs), then the
+# configuration locked (SET / RESET / PRAGMA cannot change any of it back)
+READ_ONLY_SETTINGS: tuple[tuple[str, bool], ...] = (
+    ("enable_external_access", False),
+    ("autoinstall_known_extensions", False),
+    ("autoload_known_extensions", False),
+    ("lock_configuration", True),
 )
 
 
@@ -142,6 +161,11 @@ class Store:
         samples: build the ``samples`` view (checks every output's footer); False for callers that only touch
         tables (workspace housekeeping), so they neither read the outputs nor warn about damaged ones.
 
+        read_only: open for reading only, confined to the database and its outputs (:data:`READ_ONLY_SETTINGS`;
+        the ``samples`` view covers the outputs present now: reopen to see new ones. A read-only Store opened
+        while another is open on the same file in this process shares its DuckDB instance, settings and allowed
+        outputs).
+
         Raises StoreError for a missing file in read-only mode, a file locked by another writer, a file that
         is not a DuckDB database, or a database written by a newer schema version.
         """
@@ -179,8 +203,38 @@ class Store:
                 )
         else:
             self._migrate(version, current)
+        files = readable_outputs(self.workspace / "outputs") if samples else []
+        if self.read_only:
+            files = self._confine(files)
         if samples:
-            self.refresh_samples_view()
+            self._create_samples_view(files)
+
+    def _setting(self, name: str) -> object:
+        return self._con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+
+    def _confine(self, files: list[Path]) -> list[Path]:
+        """Apply :data:`READ_ONLY_SETTINGS`, allowing DuckDB to read ``files`` (the outputs) besides the database;
+        returns the files the connection may read.
+
+        DuckDB shares one database instance, settings included, between the connections a process opens to the
+        same file. When another read-only Store on this file is open, the instance is already confined and
+        locked: this one checks that and gets the outputs allowed then (those written since are left out until
+        every Store on the file is closed and it is opened again).
+        """
+        if self._setting("lock_configuration"):
+            wrong = [name for name, value in READ_ONLY_SETTINGS if self._setting(name) != value]
+            if wrong:
+                raise StoreError(
+                    f"cannot open {self.path} read-only: this process holds it with locked settings "
+                    f"({', '.join(wrong)}) other than uebench's read-only ones"
+                )
+            allowed = {os.path.abspath(path) for path in self._setting("allowed_paths") or []}
+            return [path for path in files if os.path.abspath(path) in allowed]
+        if files:
+            self._con.execute("SET allowed_paths = ?", [[os.fspath(path) for path in files]])
+        for name, value in READ_ONLY_SETTINGS:
+            self._con.execute(f"SET {name} = {str(value).lower()}")
+        return files
 
     def _migrate(self, version: int, current: int) -> None:
         for number in range(version + 1, current + 1):
@@ -206,13 +260,10 @@ class Store:
         """The schema version recorded in the database."""
         return database_version(self._con)
 
-    def refresh_samples_view(self) -> None:
-        """(Re)create the temporary ``samples`` view over the workspace's readable Parquet outputs.
-
-        The view lists the files (:func:`readable_outputs`); damaged ones are skipped with a
-        :class:`DamagedOutputWarning`. Empty view with the per-sample columns when no file is readable.
-        """
-        files = readable_outputs(self.workspace / "outputs")
+    def _create_samples_view(self, files: list[Path]) -> None:
+        """Create the temporary ``samples`` view over ``files``, the workspace's readable Parquet outputs
+        (:func:`readable_outputs`; damaged ones were skipped with a :class:`DamagedOutputWarning`). Empty view
+        with the per-sample columns when there is none."""
         if files:
             listed = ", ".join("'" + os.fspath(path).replace("'", "''") + "'" for path in files)
             body = (
@@ -239,19 +290,21 @@ class Store:
     # -- reading ---------------------------------------------------------------------------------------------
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
-        """The underlying DuckDB connection (read-only when the store is)."""
+        """The underlying DuckDB connection (read-only and confined, :data:`READ_ONLY_SETTINGS`, when the store is)."""
         return self._con
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run one SQL statement (``?`` placeholders bound from ``params``); its result as a polars DataFrame,
-        an empty frame for statements without rows."""
+        an empty frame for statements without rows.
+
+        Errors while parsing, binding, executing or converting the result raise StoreError (one line)."""
         try:
             relation = self._con.sql(sql, params=params)
+            return pl.DataFrame() if relation is None else relation.pl()  # a SELECT executes here, in .pl()
         except duckdb.Error as exc:
             raise StoreError(_one_line(exc)) from None
-        if relation is None:
-            return pl.DataFrame()
-        return relation.pl()
+        except (pl.exceptions.PolarsError, pa.ArrowException) as exc:  # a DuckDB type polars cannot hold
+            raise StoreError(f"cannot convert the result: {_one_line(exc)}") from None
 
     def tables(self) -> list[str]:
         """Names of the base tables in the database, sorted."""

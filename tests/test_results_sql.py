@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -13,19 +15,26 @@ import pytest
 from polars.testing import assert_frame_equal
 from synthetic_results import synthetic_frames, write_synthetic_outputs
 
+import results
 from pipelines.cli import main
 from results import schema
 from results.sql import QueryError, canned_queries, canned_query, check_read_only, render, run_query
-from results.store import Store, database_path, ingest_frames
+from results.store import Store, StoreError, database_path, ingest_frames
+
+N_SAMPLES = 400  # per model in the fixture's outputs
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ws")
     frames = synthetic_frames(n_models=3, seed=3)
-    write_synthetic_outputs(root, frames["models"]["model_id"].to_list(), n_samples=400, num_classes=6)
+    write_synthetic_outputs(root, frames["models"]["model_id"].to_list(), n_samples=N_SAMPLES, num_classes=6)
     ingest_frames(database_path(root), frames)
     return root
+
+
+def _output_files(root: Path) -> list[Path]:
+    return sorted((root / "outputs").glob("model=*/dataset=*/*.parquet"))
 
 
 def _fingerprint(root: Path) -> tuple[str, dict[str, pl.DataFrame]]:
@@ -52,6 +61,11 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
         "COPY models TO 'stolen.csv'",
         "ATTACH 'other.duckdb' AS other",
         "EXPLAIN ANALYZE COPY (SELECT 1) TO 'x.csv'",
+        "EXPORT DATABASE 'exported'",
+        "SET enable_external_access = true",
+        "RESET lock_configuration",
+        "PRAGMA enable_profiling",
+        "-- looks like a comment\nDROP TABLE models",
     ],
 )
 def test_writes_are_refused_and_database_unchanged(
@@ -62,8 +76,8 @@ def test_writes_are_refused_and_database_unchanged(
     code, out, err = _run(capsys, "sql", "-w", str(workspace), statement)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1
-    verb = statement.split()[0]
-    if verb in {"DROP", "INSERT", "DELETE", "UPDATE", "CREATE", "COPY"}:
+    verb = statement.splitlines()[-1].split()[0]
+    if verb in {"DROP", "INSERT", "DELETE", "UPDATE", "CREATE", "COPY", "EXPORT", "SET", "RESET", "PRAGMA"}:
         assert "read-only" in err and f"({verb} …)" in err
     after_digest, after = _fingerprint(workspace)
     assert after_digest == before_digest
@@ -89,10 +103,29 @@ def test_duckdb_itself_rejects_writes_on_a_read_only_store(workspace: Path) -> N
         "SHOW TABLES",
         "EXPLAIN SELECT 1",
         "VALUES (1, 2)",
+        "-- a comment\nSELECT 1",
+        "-- one\n-- two\n/* three */ SELECT 1 -- four",
+        "-- plan\nEXPLAIN /* analysed */ ANALYZE (FORMAT json) SELECT 1",
     ],
 )
 def test_reading_statements_pass_the_check(statement: str) -> None:
     check_read_only(statement)
+
+
+@pytest.mark.parametrize(
+    ("statement", "verb"),
+    [
+        ("INSTALL httpfs", "INSTALL"),
+        ("LOAD httpfs", "LOAD"),
+        ("-- x\nEXPLAIN /* y */ ANALYZE (FORMAT json) COPY (SELECT 1) TO 'x.csv'", "COPY"),
+        ("EXPLAIN -- x\n DELETE FROM models", "DELETE"),
+        ("/* x */ SET autoload_known_extensions = true", "SET"),
+    ],
+)
+def test_extensions_settings_and_commented_changes_fail_the_check(statement: str, verb: str) -> None:
+    # checked without a connection: these never reach DuckDB, so no extension download is ever attempted
+    with pytest.raises(QueryError, match=rf"runs queries, not changes \({verb} …\)"):
+        check_read_only(statement)
 
 
 @pytest.mark.parametrize(
@@ -206,3 +239,181 @@ def test_newer_schema_is_a_one_line_cli_error(tmp_path: Path, capsys: pytest.Cap
     con.close()
     code, _, err = _run(capsys, "sql", "-w", str(tmp_path), "SELECT 1")
     assert code == 2 and "schema version 99, newer than this uebench" in err and err.count("\n") == 1
+
+
+LEAK = "uebench_secret_marker"  # a file's content (and column name): must never reach the output
+
+
+@pytest.fixture
+def outside_files(tmp_path: Path) -> dict[str, Path]:
+    """Files outside the workspace that a query must not read: a CSV, a JSON, a Parquet and an unnamed file."""
+    folder = tmp_path / "private"
+    folder.mkdir()
+    (folder / "secret.csv").write_text(f"{LEAK},value\n{LEAK}_row,42\n")
+    (folder / "secret.json").write_text(json.dumps([{LEAK: f"{LEAK}_row"}]))
+    pl.DataFrame({LEAK: [f"{LEAK}_row"]}).write_parquet(folder / "secret.parquet")
+    (folder / f"{LEAK}.txt").write_text("listed only by a glob")
+    return {
+        "dir": folder,
+        "csv": folder / "secret.csv",
+        "json": folder / "secret.json",
+        "parquet": folder / "secret.parquet",
+    }
+
+
+FILE_ESCAPES = [
+    "SELECT * FROM read_csv('{csv}')",
+    "SELECT * FROM '{csv}'",  # replacement scan
+    "SELECT * FROM glob('{dir}/**')",
+    "SELECT content FROM read_text('{csv}')",
+    "SELECT content FROM read_blob('{csv}')",
+    "SELECT * FROM read_json('{json}')",
+    "SELECT * FROM read_parquet('{parquet}')",
+    "SELECT * FROM '{parquet}'",
+    "SELECT * FROM parquet_metadata('{parquet}')",
+    "SELECT * FROM sniff_csv('{csv}')",
+    "SELECT * FROM query('SELECT * FROM read_csv(''{csv}'')')",
+    "WITH t AS (SELECT * FROM read_csv('{csv}')) SELECT * FROM t",
+    "SELECT * FROM read_csv('{outputs}/{up}')",  # from an allowed folder up and out
+]
+
+
+def _escape(template: str, files: dict[str, Path], root: Path) -> str:
+    outputs = _output_files(root)[0].parent
+    return template.format(**files, outputs=outputs, up=os.path.relpath(files["csv"], outputs))
+
+
+@pytest.mark.parametrize("template", FILE_ESCAPES)
+def test_local_file_escapes_are_refused(
+    workspace: Path, outside_files: dict[str, Path], capsys: pytest.CaptureFixture[str], template: str
+) -> None:
+    sql = _escape(template, outside_files, workspace)
+    # the escape is real: an unconfined DuckDB (no extension installs) returns the private content or name
+    plain = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+    try:
+        assert LEAK in str(plain.sql(sql).fetchall())
+    finally:
+        plain.close()
+    code, out, err = _run(capsys, "sql", "-w", str(workspace), sql)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert LEAK not in err
+    with results.connect(workspace) as res, pytest.raises(StoreError) as caught:
+        res.query(sql)
+    assert LEAK not in str(caught.value)
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM glob('/root/**')"])
+def test_the_reported_escapes_are_refused(workspace: Path, capsys: pytest.CaptureFixture[str], sql: str) -> None:
+    code, out, err = _run(capsys, "sql", "-w", str(workspace), sql)
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+    assert "file system operations are disabled by configuration" in err
+    assert "root:" not in err  # /etc/passwd's first line starts "root:x:0:0"
+
+
+def test_the_connection_for_user_sql_is_confined(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # URLs and extensions are checked through the settings, never by trying one (no test reaches the network)
+    sql = (
+        "SELECT current_setting('enable_external_access') AS external_access, "
+        "current_setting('autoinstall_known_extensions') AS autoinstall, "
+        "current_setting('autoload_known_extensions') AS autoload, "
+        "current_setting('lock_configuration') AS locked, current_setting('allowed_paths') AS allowed"
+    )
+    expected = {
+        "external_access": False,
+        "autoinstall": False,
+        "autoload": False,
+        "locked": True,
+    }
+    outputs = {os.path.abspath(path) for path in _output_files(workspace)}
+    assert len(outputs) == 3
+    code, out, _ = _run(capsys, "sql", "-w", str(workspace), sql, "--format", "json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert {key: row[key] for key in expected} == expected
+    allowed = {os.path.abspath(path) for path in row["allowed"]}
+    database = os.path.abspath(database_path(workspace))
+    # the outputs, plus the database file and its write-ahead-log companions that DuckDB allows itself
+    assert outputs <= allowed and database in allowed
+    assert all(path.startswith(database) for path in allowed - outputs), sorted(allowed - outputs)
+    with results.connect(workspace) as res:
+        (api_row,) = res.query(sql).to_dicts()
+    assert api_row == row
+    # locked: DuckDB itself refuses to change the settings back, even past the statement check
+    with Store.open(database_path(workspace), read_only=True) as store:
+        for statement in ("SET enable_external_access = true", "SET autoload_known_extensions = true"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                store.connection.execute(statement)
+        # nor does it scan the caller's Python variables (an unconfined connection reads this frame's)
+        private_frame = pl.DataFrame({LEAK: [1]})
+        assert duckdb.connect(":memory:").sql("SELECT * FROM private_frame").columns == private_frame.columns
+        with pytest.raises(duckdb.CatalogException, match="private_frame does not exist"):
+            store.connection.sql("SELECT * FROM private_frame")
+
+
+def test_samples_view_reads_the_workspace_outputs_under_confinement(workspace: Path) -> None:
+    frame = run_query(
+        database_path(workspace),
+        "SELECT count(*) AS n, count(DISTINCT model) AS models, min(dataset) AS ds FROM samples",
+    )
+    assert frame.to_dicts() == [{"n": 3 * N_SAMPLES, "models": 3, "ds": "imagenet_val"}]
+    first = _output_files(workspace)[0]  # an output itself is readable: it is what the view reads
+    direct = run_query(database_path(workspace), f"SELECT count(*) AS n FROM read_parquet('{first}')")
+    assert direct["n"].to_list() == [N_SAMPLES]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 'a'::INTEGER AS x", "Could not convert string 'a' to INT32"),  # fails while executing
+        ("SELECT 1 / 'a' AS x", "Could not convert string 'a'"),
+        ("SELECT no_such_column FROM models", "no_such_column"),
+        ("SELECT error('boom') AS x", "boom"),
+        ("SELECT union_value(k := 1) AS u", "cannot convert the result"),  # a type polars cannot hold
+    ],
+)
+def test_execution_errors_are_one_line(
+    workspace: Path, capsys: pytest.CaptureFixture[str], sql: str, message: str
+) -> None:
+    code, out, err = _run(capsys, "sql", "-w", str(workspace), sql)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    with results.connect(workspace) as res, pytest.raises(StoreError, match=re.escape(message)):
+        res.query(sql)
+
+
+def test_queries_starting_with_comments_run_from_the_command_line(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sql in (
+        "-- how many models?\nSELECT count(*) AS n FROM models",
+        "-- one\n-- two\n/* three */ SELECT count(*) AS n FROM models -- four",
+    ):
+        code, out, err = _run(capsys, "sql", "-w", str(workspace), sql, "--format", "csv")
+        assert (code, out.splitlines(), err) == (0, ["n", "3"], "")
+    code, out, _ = _run(capsys, "sql", "-w", str(workspace), "--format", "csv", "-- plan\nEXPLAIN SELECT 1")
+    assert code == 0 and "physical_plan" in out
+    code, out, _ = _run(capsys, "sql", "-w", str(workspace), "-- a\nSELECT 7 AS x", "--format", "json")
+    assert code == 0 and json.loads(out) == [{"x": 7}]
+    # an unknown option is still an error, not a query
+    for option, name in (("--fromat", "--fromat"), ("--fromat=csv", "--fromat"), ("-z", "-z")):
+        code, out, err = _run(capsys, "sql", "-w", str(workspace), option)
+        assert code == 2 and out == "" and err == f"error: no such option: {name} (see `uebench sql --help`)\n"
+
+
+def test_read_only_stores_open_together_share_one_confinement(tmp_path: Path) -> None:
+    # DuckDB shares one instance (and its locked settings) between a process's connections to a file
+    frames = synthetic_frames(n_models=3, seed=3)
+    ids = frames["models"]["model_id"].to_list()
+    write_synthetic_outputs(tmp_path, ids[:2], n_samples=50, num_classes=6)
+    ingest_frames(database_path(tmp_path), frames)
+    count = "SELECT count(DISTINCT model) AS models, count(*) AS n FROM samples"
+    with Store.open(database_path(tmp_path), read_only=True) as first:
+        (late,) = write_synthetic_outputs(tmp_path, ids[2:], n_samples=50, num_classes=6, seed=1)  # written later
+        with Store.open(database_path(tmp_path), read_only=True) as second:
+            assert second.query(count).to_dicts() == [{"models": 2, "n": 100}]  # the outputs allowed at first
+            with pytest.raises(StoreError, match="disabled by configuration"):
+                second.query(f"SELECT * FROM read_parquet('{late}')")
+        assert first.query(count).to_dicts() == [{"models": 2, "n": 100}]
+    with Store.open(database_path(tmp_path), read_only=True) as fresh:
+        assert fresh.query(count).to_dicts() == [{"models": 3, "n": 150}]

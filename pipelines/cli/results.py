@@ -2,7 +2,9 @@
 
 ``sql`` and ``report`` first tidy the workspace when no run holds it
 (:func:`pipelines.engine.lifecycle.open_workspace`: runs left ``running`` by a dead driver become
-``interrupted``, stale temporary files go). A damaged Parquet output is left out of the ``samples`` view with one
+``interrupted``, stale temporary files go). ``sql`` takes a QUERY that starts with a ``--`` comment as the query
+(click would otherwise read it as an unknown option; a real unknown option, a word with no white space, is still
+a one-line error). A damaged Parquet output is left out of the ``samples`` view with one
 ``warning:`` line naming it on stderr (:class:`results.store.DamagedOutputWarning`), never a traceback.
 """
 
@@ -69,9 +71,12 @@ def sql(
     output: Path = typer.Option(None, "--output", "-o", help="Write the result to this file (needed for parquet)."),
     list_queries: bool = typer.Option(False, "--list", help="List the canned queries and exit."),
 ) -> None:
-    """Run read-only SQL over the results database (a query, a .sql file or a canned query)."""
+    """Run read-only SQL over the results database (a query, a .sql file or a canned query). It reads only the
+    database and the workspace's outputs: other files, URLs, extensions and settings are refused."""
     from results import sql as results_sql
 
+    if query is not None and query.startswith("-") and not any(char.isspace() for char in query):
+        raise UserError(f"no such option: {query.split('=', 1)[0]} (see `uebench sql --help`)")
     if list_queries:
         queries = results_sql.canned_queries()
         width = max(len(n) for n in queries)
@@ -169,6 +174,7 @@ def import_reference(
 
 def register(app: typer.Typer) -> None:
     """Add ``sql``, ``report`` and ``import-reference`` to the uebench CLI."""
-    app.command("sql")(sql)
+    # unknown options reach sql() as QUERY, so that "-- comment\nSELECT …" is a query (sql() refuses the rest)
+    app.command("sql", context_settings={"ignore_unknown_options": True})(sql)
     app.command("report")(report)
     app.command("import-reference")(import_reference)
