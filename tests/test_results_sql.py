@@ -177,7 +177,10 @@ def test_unknown_canned_query_suggests_close_names(capsys: pytest.CaptureFixture
     with pytest.raises(QueryError, match="did you mean leaderboard_auroc"):
         canned_query("leaderbord_auroc")
     code, _, err = _run(capsys, "sql", "-w", str(workspace), "--query", "hsc_gains")
-    assert code == 2 and err == "error: unknown canned query 'hsc_gains'; did you mean hsc_gain, hsc_calibration?\n"
+    assert code == 2
+    assert err == (
+        "error: unknown canned query 'hsc_gains'; did you mean hsc_gain, hsc_gain_by_regime, hsc_calibration?\n"
+    )
 
 
 def test_list_prints_names_and_descriptions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pipelines.cli.models",
     "pipelines.cli.hsc",
     "pipelines.cli.results",
+    "pipelines.cli.compare",
 )
 
 app = typer.Typer(
