@@ -51,8 +51,9 @@ from scale_data import generate  # benchmarks/scale_data.py (the script folder i
 # 160px-crop0.95-center-bicubic. CPU forward rates, 1 thread, batch 64, img/s, as split by forward_only_rate
 # (2026-12-02, 512 images, quiet sandbox): test_vit 576, test_mambaout 231 (192 px), test_resnet 248, test_vit2 430,
 # test_vit3 236, test_convnext3 223, test_efficientnet_ln 248, test_vit_relpos 238, test_convnext 276,
-# test_efficientnet 317, test_convnext2 221, test_vit4 209: those 12 together ≈ 21 img/s per core. test_byobnet replaced test_vit4
-# (2026-12-03: 464 against 176 img/s in one interleaved timing of the whole test_* family on a loaded machine).
+# test_efficientnet 317, test_convnext2 221, test_vit4 209: those 12 together ≈ 21 img/s per core. test_byobnet
+# replaced test_vit4 (2026-12-03: 464 against 176 img/s in one interleaved timing of the whole test_* family on a
+# loaded machine).
 MODELS = tuple(f"timm:{name}@random" for name in (
     "test_vit", "test_mambaout", "test_resnet", "test_vit2", "test_vit3", "test_convnext3", "test_efficientnet_ln",
     "test_vit_relpos", "test_convnext", "test_byobnet", "test_efficientnet", "test_convnext2",

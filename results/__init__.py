@@ -20,7 +20,8 @@ _ATTRS = {
     "build_report": ("results.report", "build_report"),
 }
 _SUBMODULES = {
-    "api", "schema", "store", "sql", "report", "report_assets", "reference", "model_metadata", "migrations", "comparisons",
+    "api", "schema", "store", "sql", "report", "report_assets", "reference", "model_metadata", "migrations",
+    "comparisons",
 }
 
 __getattr__, __all__ = lazy_exports("results", _ATTRS, _SUBMODULES)
