@@ -316,7 +316,7 @@ def test_migration_from_version_1_renames_the_hsc_risk_columns(tmp_path: Path) -
         expected = {c.name: c.type for c in migrations.contract_columns()[table]}
         assert columns[table] == expected
     assert columns["hsc_curves"]["risk"] == "DOUBLE" and "value" not in columns["hsc_curves"]
-    # the migrated tables are keyed by risk_type: re-ingesting a key replaces its row, never duplicates it
+    # the migrated tables are keyed by risk_type: re-ingesting a curve replaces it, never duplicates its points
     with Store.open(db) as store:
         assert store._primary_key("hsc_curves") == schema.PRIMARY_KEYS["hsc_curves"]
         store.ingest(
@@ -334,7 +334,7 @@ def test_migration_from_version_1_renames_the_hsc_risk_columns(tmp_path: Path) -
         )
         got = store.query("SELECT point, risk FROM hsc_curves WHERE model_id = 'm-a' AND risk_type = '01'")
         assert store.schema_version == schema.SCHEMA_VERSION
-    assert sorted(got.rows()) == [(0, 0.25), (1, 0.06)]
+    assert sorted(got.rows()) == [(1, 0.06)]  # one curve's points are replaced together (REPLACED_TOGETHER)
 
 
 def test_samples_view_over_parquet_outputs(tmp_path: Path) -> None:
