@@ -11,8 +11,9 @@ transaction, so re-ingesting the same outputs leaves identical table contents. T
 (:data:`results.schema.REPLACED_TOGETHER`: a curve's points, a model's levels) replace whole groups, so a rerun
 with fewer points or levels leaves none of the old rows behind.
 
-Every connection also gets a ``samples`` view (a temporary view, rebuilt at each open, so it follows the
-workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
+Every connection also gets the shared views of the canned queries (:data:`SHARED_VIEWS`: ``model_population``,
+``regime_members``; docs/comparisons.md) and a ``samples`` view (a temporary view, rebuilt at each open, so it
+follows the workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
 ``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns. The view lists the
 files it covers: a file whose Parquet footer cannot be read (a truncated or half-copied shard) is left out with
 a :class:`DamagedOutputWarning` naming it, so one damaged output never makes a query or the report fail.
@@ -27,9 +28,11 @@ connections.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import warnings
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
@@ -114,6 +117,18 @@ def readable_outputs(outputs: Path) -> list[Path]:
         else:
             warnings.warn(f"skipping damaged output {path} ({problem})", DamagedOutputWarning, stacklevel=2)
     return readable
+
+
+# Views over the tables that several canned queries read (results/queries/views/<name>.sql), created as temporary
+# views at every open like ``samples``, in this order (a later one may read an earlier one).
+SHARED_VIEWS = ("model_population", "regime_members")
+
+
+@functools.cache
+def shared_views() -> dict[str, str]:
+    """Name -> SELECT text of each view of :data:`SHARED_VIEWS`, read from the package."""
+    folder = resources.files("results").joinpath("queries", "views")
+    return {name: folder.joinpath(f"{name}.sql").read_text(encoding="utf-8") for name in SHARED_VIEWS}
 
 
 class StoreError(Exception):
@@ -208,6 +223,8 @@ class Store:
             files = self._confine(files)
         if samples:
             self._create_samples_view(files)
+        for name, body in shared_views().items():
+            self._con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
 
     def _setting(self, name: str) -> object:
         return self._con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]

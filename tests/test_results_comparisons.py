@@ -18,7 +18,7 @@ from pipelines.cli import main
 from results import comparisons as cmp
 from results.schema import table_frame
 from results.sql import canned_queries, canned_query, run_query
-from results.store import database_path, ingest_frames
+from results.store import database_path, ingest_frames, shared_views
 
 QUERIES = ("metric_vs_accuracy", "regime_pairs", "regime_groups", "ts_effect", "model_percentile",
            "cood_degradation_by_family", "hsc_gain_by_regime")
@@ -344,18 +344,17 @@ def test_queries_run_on_a_database_of_one_origin(tmp_path: Path, origin: str) ->
         assert set(frame["origin"]) == {origin}, name
 
 
-def test_shared_blocks_are_written_the_same_in_every_query() -> None:
-    """The population and regime blocks are repeated in each query that reads them (a canned query is one
-    standalone statement); they must not drift apart."""
-    for block, users in (("population", {"metric_vs_accuracy", "regime_pairs", "regime_groups", "model_percentile"}),
-                         ("regimes", {"regime_pairs", "regime_groups", "hsc_gain_by_regime"})):
-        pattern = re.compile(rf"-- {block}:begin.*?-- {block}:end", re.S)
-        texts = {name: pattern.findall(canned_query(name).sql) for name in QUERIES}
-        found = {name for name, text in texts.items() if text}
-        assert found == users, block
-        assert len({text[0] for name, text in texts.items() if text}) == 1, block
-    assert "'in21k', 'in22k', 'in12k'" in canned_query("regime_groups").sql
-    assert cmp.REGIMES == tuple(re.findall(r"\('(\w+)', \d\)", canned_query("regime_groups").sql))
+def test_shared_views_are_the_one_home_of_population_and_regimes() -> None:
+    """The population and the regime membership are written once (results/queries/views/) and read by name."""
+    for name in QUERIES:
+        text = canned_query(name).sql
+        assert "CROSS JOIN regimes" not in text and "FROM models AS m\n    LEFT JOIN selective_metrics" not in text
+    users = {name for name in QUERIES if "model_population" in canned_query(name).sql}
+    assert users == {"metric_vs_accuracy", "regime_pairs", "regime_groups", "model_percentile"}
+    members = {name for name in QUERIES if "regime_members" in canned_query(name).sql}
+    assert members == {"regime_pairs", "regime_groups", "hsc_gain_by_regime"}
+    assert "'in21k', 'in22k', 'in12k'" in shared_views()["regime_members"]
+    assert cmp.REGIMES == tuple(re.findall(r"\('(\w+)', \d\)", shared_views()["regime_members"]))
 
 
 # ---- uebench compare ------------------------------------------------------------------------------------------

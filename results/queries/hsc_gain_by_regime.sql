@@ -20,28 +20,11 @@ grouped AS (
         AND g.temperature_scaled = a.temperature_scaled
     WHERE a.metric = 'hAURC' AND a.rule <> 'selective'
 ),
--- regimes:begin (the same text in every query that groups by regime; tests/test_results_comparisons.py)
-regimes AS (
-    SELECT * FROM (VALUES ('all', 1), ('plain', 2), ('distilled', 3), ('in21k', 4), ('clip', 5), ('semi_supervised', 6),
-                          ('self_supervised', 7), ('adversarial', 8)) AS g(regime, position)
-),
-membership AS (
+membership AS (  -- regimes: the shared view regime_members (results/queries/views/)
     SELECT p.*, g.regime, g.position
     FROM grouped AS p
-    CROSS JOIN regimes AS g
-    WHERE CASE g.regime
-        WHEN 'all' THEN true
-        WHEN 'plain' THEN p.pretraining = 'in1k'
-            AND NOT (p.distilled OR p.self_supervised OR p.semi_supervised OR p.clip OR p.adversarial)
-        WHEN 'distilled' THEN p.distilled
-        WHEN 'in21k' THEN p.pretraining IN ('in21k', 'in22k', 'in12k')
-        WHEN 'clip' THEN p.clip
-        WHEN 'semi_supervised' THEN p.semi_supervised
-        WHEN 'self_supervised' THEN p.self_supervised
-        WHEN 'adversarial' THEN p.adversarial
-    END
+    JOIN regime_members AS g ON g.origin = p.origin AND g.model = p.model
 ),
--- regimes:end
 summary AS (
     SELECT
         origin, regime, rule, risk_type, temperature_scaled,
