@@ -201,7 +201,7 @@ def sign_test(n_positive: int, n_negative: int) -> float:
     if m == 0:
         return math.nan
     tail = sum(math.comb(m, k) for k in range(min(n_positive, n_negative) + 1))
-    return min(1.0, 2.0 * tail / 2.0**m)
+    return min(1.0, 2 * tail / 2**m)  # integer true division: exact, no overflow past 2^1024
 
 
 @dataclass(frozen=True)
@@ -351,8 +351,8 @@ def ts_summaries(
 
 @dataclass(frozen=True)
 class Figure:
-    """How the report draws a comparison's rows: ``kind`` (scatter, box, dumbbell, slope, lines, bar), the columns
-    on the axes, the colour and the facets, and the columns shown on hover."""
+    """How the report draws a comparison's rows (results/report_comparisons.py): ``kind`` (scatter, paired, rank,
+    box, lines, bar), the columns on the axes, the colour and the facets, and the columns shown on hover."""
 
     kind: str
     x: str
@@ -398,7 +398,7 @@ COMPARISONS: dict[str, Comparison] = {
             "the same architecture with and without a training regime, paired (pairing rule: docs/comparisons.md)",
             "knowledge distillation improves C-OOD detection; CLIP, ImageNet-21k pre-training and distillation "
             "improve selective performance (C-OOD and HSC papers)",
-            Figure("dumbbell", "value_without", "value_with", color="regime", facet=("metric",),
+            Figure("paired", "value_without", "value_with", color="regime", facet=("metric",),
                    hover=("arch", "models_with", "models_without")),
             paired_summaries,
             {"metric": ("metric", MODEL_METRICS), "regime": ("regime", REGIMES[2:])},
@@ -416,7 +416,7 @@ COMPARISONS: dict[str, Comparison] = {
             "ts_effect", "ts_effect",
             "temperature scaling's change of each metric and of the models' ranking",
             "temperature scaling changes ranking metrics' values and the rank of models (HSC paper, selective.md)",
-            Figure("slope", "rank_before", "rank_after", color="origin", facet=("metric",),
+            Figure("rank", "rank_before", "rank_after", color="origin", facet=("metric",),
                    hover=("model", "before", "after")),
             ts_summaries,
             {"metric": ("metric", TS_METRICS), "model": ("model", None)},

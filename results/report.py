@@ -4,7 +4,10 @@ Layout (default folder ``<workspace>/reports/report/``)::
 
     index.html              the overview: population scatter plots, grouped distributions, top-k tables, the
                             C-OOD degradation of the population (ours and the published one), HSC gain and
-                            calibration, a searchable model index, provenance
+                            calibration (ours and the published HSC table), links to the comparisons, a
+                            searchable model index, provenance
+    comparisons.html        the papers' comparisons, one figure per entry of results.comparisons.COMPARISONS with
+                            its statistics (results.report_comparisons)
     models/<model_id>.html  one drill-down page per model: its selective metrics, risk–coverage curves,
                             reliability diagram, C-OOD levels, hierarchical risk–coverage curves, HSC rules and
                             calibration, provenance
@@ -15,7 +18,8 @@ Every figure reads stored tables; nothing is computed from per-sample outputs. T
 (``selective_curves``) and calibration bins (``reliability_bins``) are written by the selective analysis with the
 conventions of the stored metrics (hsc.selective), so a curve, a diagram and the leaderboard on the same page agree.
 Overview views aggregate stored values only: quantiles of OOD AUROC per level in SQL, box plots of stored metrics.
-The pages need no network: figures are plotly.js JSON specs inlined in each page, drawn by ``assets/report.js``.
+The pages need no network: figures are plotly.js JSON specs inlined in each page, drawn by ``assets/report.js`` when
+they come near the viewport (so the first screen of a page with many figures is drawn first).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from results.store import Store
 SCATTERGL_ABOVE = 2000  # points in one figure above which scatter traces use WebGL (below, SVG draws faster than
 # a WebGL context starts, notably in software rendering; a page also has few WebGL contexts)
 MAIN_KAPPA = "msp"
+COMPARISONS_PAGE = "comparisons.html"  # the papers' comparisons (results.report_comparisons), beside index.html
 MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
 _SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -204,18 +209,19 @@ def page_name(model_id: str) -> str:
 
 
 def _page(title: str, subtitle: str, sections: Sequence[Section], assets: str, back: str = "") -> str:
-    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)  # spaces: it may wrap
     body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
     back_link = f'<p><a href="{back}">&larr; overview</a></p>' if back else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        f'<link rel="stylesheet" href="{assets}report.css"></head><body>'
+        f'<link rel="stylesheet" href="{assets}report.css">'
+        # deferred: plotly.js (4.8 MB) is read and compiled while the page is parsed, then run in order
+        f'<script defer src="{assets}plotly.min.js"></script><script defer src="{assets}report.js"></script>'
+        "</head><body>"
         f"<header><h1>{html.escape(title)}</h1><p>{subtitle}</p>{back_link}</header>"
-        f"<nav>{nav}</nav><main>{body}</main>"
-        f'<script src="{assets}plotly.min.js"></script><script src="{assets}report.js"></script>'
-        "</body></html>\n"
+        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
     )
 
 
@@ -252,10 +258,16 @@ class _Data:
         for table in (
             "runs", "models", "run_tasks", "datasets", "selective_metrics", "selective_curves", "reliability_bins",
             "cood_levels", "hsc_rules", "hsc_curves", "hsc_calibration", "reference_cood_levels",
+            "reference_hsc_metrics", "reference_models",
         ):  # fmt: skip
             self.tables[table] = _read(store, table, present)
+        # our hAURC next to the published one, for the models a published HSC name maps to (hsc_vs_reference)
+        both = self.has("hsc_rules") and self.has("reference_hsc_metrics") and self.has("reference_models")
+        self.tables["hsc_vs_reference"] = self.canned("hsc_vs_reference") if both else pl.DataFrame(
+            schema={"model_id": pl.String}
+        )
         for table in ("selective_metrics", "selective_curves", "reliability_bins", "cood_levels", "hsc_rules",
-                      "hsc_curves", "hsc_calibration", "run_tasks"):
+                      "hsc_curves", "hsc_calibration", "run_tasks", "hsc_vs_reference"):
             self.per_model[table] = _by_model(self.tables[table])
         models = self.tables["models"]
         family = "family" in models.columns and models["family"].drop_nulls().len() > 0
@@ -586,35 +598,48 @@ def _reference_scatter(joined: pl.DataFrame) -> Plot:
 
 def _overview_hsc(data: _Data) -> Section:
     title = "Hierarchical selective classification"
-    if not data.has("hsc_rules") and not data.has("hsc_calibration"):
-        return Section("hsc", title, _empty("no HSC results in this database"))
+    published = data.tables["reference_hsc_metrics"]
+    if not data.has("hsc_rules") and not data.has("hsc_calibration") and not published.height:
+        return Section("hsc", title, _empty("no HSC results and no published HSC table in this database"))
     plots = []
     rules = data.tables["hsc_rules"].filter((pl.col("risk_type") == "01") & (pl.col("rule") != "selective"))
-    if rules.height:
+    gains = published.filter(
+        (pl.col("metric") == "Gain") & (pl.col("risk_type") == "01") & (pl.col("rule") != "selective")
+    ).select(pl.col("model_name").alias("model_id"), "rule", "temperature_scaled", pl.col("value").alias("gain"))
+    if rules.height or gains.height:
         traces = []
-        for index, scaled in enumerate((False, True)):
-            part = rules.filter(pl.col("temperature_scaled") == scaled).drop_nulls("gain")
-            if part.height:
-                traces.append(
-                    {
-                        "type": "box",
-                        "name": "with TS" if scaled else "no TS",
-                        "x": part["rule"].to_list(),
-                        "y": _values(part["gain"]),
-                        "text": part["model_id"].to_list(),
-                        "boxpoints": "outliers",
-                        "marker": {"color": _COLORS[index], "size": 4},
-                        "hovertemplate": "%{text}<br>gain %{y:.2f} %<extra>%{fullData.name}</extra>",
-                    }
-                )
+        for origin, frame in (("ours", rules), ("published", gains)):
+            for index, scaled in enumerate((False, True)):
+                part = frame.filter(pl.col("temperature_scaled") == scaled).drop_nulls("gain").sort("rule")
+                if part.height:
+                    color = _COLORS[index]
+                    traces.append(
+                        {
+                            "type": "box",
+                            "name": f"{'with TS' if scaled else 'no TS'}, {origin} ({part['model_id'].n_unique()})",
+                            "x": part["rule"].to_list(),
+                            "y": _values(part["gain"]),
+                            "text": part["model_id"].to_list(),
+                            "boxpoints": "outliers",
+                            "marker": {"color": color, "size": 4, "symbol": "circle" if origin == "ours" else
+                                       "diamond"},
+                            "line": {"color": color},
+                            "fillcolor": color + ("88" if origin == "ours" else "22"),
+                            "hovertemplate": "%{text}<br>gain %{y:.2f} %<extra>%{fullData.name}</extra>",
+                        }
+                    )  # fmt: skip
         plots.append(
             Plot(
                 "hsc-gain",
                 traces,
                 _layout("inference rule", "hAURC gain over Selective (%)", boxmode="group"),
-                "The % improvement of each rule's hAURC over Selective (0/1 risk, hsc_rules.gain), over models.",
+                "The % improvement of each rule's hAURC over Selective (0/1 risk) over models: ours (hsc_rules.gain, "
+                "solid boxes) and the published HSC table's population (reference_hsc_metrics Gain_<rule>_01[_TS], "
+                "light boxes; NaN cells, the CLIP rows, left out); the count is the models of each box.",
             )
         )
+    if data.has("hsc_vs_reference"):
+        plots.append(_hsc_reference_scatter(data.tables["hsc_vs_reference"]))
     calibration = data.tables["hsc_calibration"].drop_nulls("accuracy_mean")
     if calibration.height:
         calibration = calibration.with_columns(
@@ -646,6 +671,49 @@ def _overview_hsc(data: _Data) -> Section:
             )
         )
     return Section("hsc", title, _grid(plots))
+
+
+def _hsc_reference_scatter(joined: pl.DataFrame) -> Plot:
+    """Our hAURC against the published one per (model, rule, risk type, TS) of ``hsc_vs_reference``."""
+    traces = []
+    keys = joined.select("rule", "risk_type", "temperature_scaled").unique().sort("risk_type", "temperature_scaled",
+                                                                                 "rule")  # fmt: skip
+    rules = sorted(joined["rule"].unique().to_list())
+    for rule, risk_type, scaled in keys.iter_rows():
+        part = joined.filter(
+            (pl.col("rule") == rule) & (pl.col("risk_type") == risk_type) & (pl.col("temperature_scaled") == scaled)
+        ).sort("model_id")
+        ids = part["model_id"].to_list()
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{rule}, {risk_type} risk, {'with' if scaled else 'no'} TS",
+                "x": _values(part["reference_haurc"]),
+                "y": _values(part["haurc"]),
+                "text": [f"{m} ~ {r}" for m, r in zip(ids, part["reference_model"], strict=True)],
+                "customdata": [f"models/{page_name(m)}" for m in ids],
+                "hovertemplate": "%{text}<br>published hAURC %{x:.4f}<br>our hAURC %{y:.4f}"
+                "<extra>%{fullData.name}</extra>",
+                "marker": {"size": 7, "color": _COLORS[rules.index(rule) % len(_COLORS)],
+                           "symbol": ("circle" if risk_type == "01" else "square") + ("-open" if scaled else "")},
+            }
+        )  # fmt: skip
+    both = pl.concat([joined["haurc"], joined["reference_haurc"]]).drop_nulls().drop_nans()
+    if both.len():
+        ends = [both.min(), both.max()]
+        traces.append(
+            {"type": "scatter", "mode": "lines", "name": "equal", "x": ends, "y": ends,
+             "line": {"color": "#999", "dash": "dash"}, "hoverinfo": "skip"}
+        )  # fmt: skip
+    return Plot(
+        "hsc-vs-published",
+        traces,
+        _layout("published hAURC (reference_hsc_metrics)", "our hAURC (hsc_rules)"),
+        "Our hAURC against the published HSC table's for the same model (a published name that maps to our model "
+        "id through reference_models; uebench sql --query hsc_vs_reference), per rule, risk type (circle: 0/1, "
+        "square: severity) and TS (open: with TS).",
+    )
 
 
 def _model_index(data: _Data, link: Callable[[str], str | None]) -> Section:
@@ -703,6 +771,8 @@ def _overview_provenance(data: _Data) -> Section:
 
 
 def _overview(data: _Data, subtitle: str) -> str:
+    from results.report_comparisons import comparisons_index  # it imports this module's pieces
+
     known = set(data.model_ids)
 
     def link(model_id: str) -> str | None:
@@ -714,6 +784,7 @@ def _overview(data: _Data, subtitle: str) -> str:
         _overview_top(data, link),
         _overview_cood(data),
         _overview_hsc(data),
+        Section("comparisons", "The papers' comparisons", comparisons_index()),
         _model_index(data, link),
         _overview_provenance(data),
     ]
@@ -905,11 +976,15 @@ def _model_hsc(data: _Data, model_id: str) -> Section:
         )
     body = _grid(plots) if plots else ""
     if rules.height:
-        body += "<h3>hAURC per rule (hsc_rules)</h3>" + html_table(
-            rules.select("rule", "risk_type", "temperature_scaled", "haurc", "gain").sort(
-                "risk_type", "temperature_scaled", "rule"
-            )
-        )
+        table = rules.select("rule", "risk_type", "temperature_scaled", "haurc", "gain")
+        published = data.model_table("hsc_vs_reference", model_id)
+        heading = "hAURC per rule (hsc_rules)"
+        if published.height:
+            keys = ["rule", "risk_type", "temperature_scaled"]
+            table = table.join(published.select(*keys, "reference_model", "reference_haurc", "reference_gain"),
+                               on=keys, how="left")  # fmt: skip
+            heading += f", and the published HSC table's ({published['reference_model'][0]})"
+        body += f"<h3>{html.escape(heading)}</h3>" + html_table(table.sort("risk_type", "temperature_scaled", "rule"))
     if calibration.height:
         columns = ["method", "alpha", "delta", "n_cal", "repetitions", "theta_mean", "accuracy_mean", "accuracy_error",
                    "coverage_mean", "violation_rate"]  # fmt: skip
@@ -1001,6 +1076,8 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
     from plotly import __version__ as plotly_version
     from plotly.offline import get_plotlyjs
 
+    from results.report_comparisons import comparisons_sections  # it imports this module's pieces
+
     db_path = _resolve(source)
     folder = Path(output) if output is not None else db_path.parent / "reports" / "report"
     _check_target(folder)
@@ -1012,6 +1089,8 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
             f"{generated} with plotly {plotly_version}."
         )
         overview = _overview(data, subtitle)
+        comparisons = _page("uebench report: the papers' comparisons", subtitle, comparisons_sections(store),
+                            "assets/", back="index.html")  # fmt: skip
         models = {row["model_id"]: row for row in data.tables["models"].iter_rows(named=True)}
         folder.parent.mkdir(parents=True, exist_ok=True)
         built = temp_path(folder)
@@ -1025,6 +1104,7 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
                 page = _model_page(data, model_id, models, subtitle)
                 (built / "models" / page_name(model_id)).write_text(page, encoding="utf-8")
             (built / "index.html").write_text(overview, encoding="utf-8")
+            (built / COMPARISONS_PAGE).write_text(comparisons, encoding="utf-8")
             (built / MARKER).write_text("written by uebench report; replaced by the next one\n", encoding="utf-8")
             _swap_in(built, folder)
         finally:

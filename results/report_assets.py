@@ -1,13 +1,18 @@
 """The static parts of the HTML report (results.report): its style sheet and script, written once per report into
 ``assets/`` beside ``plotly.min.js``, and its default size (light: the CLI reads it without loading polars).
 
-The script draws every figure from the JSON spec that follows its ``<div>`` (``<script type="application/json"
-class="plot-spec" data-target=ID>``) with ``Plotly.newPlot``; a click on a point that carries a page address in
-``customdata`` opens that page; WebGL traces fall back to SVG where the browser has no WebGL. Tables with
+The script draws each figure from the JSON spec that follows its ``<div>`` (``<script type="application/json"
+class="plot-spec" data-target=ID>``) with ``Plotly.newPlot`` when the figure comes within 200 px of the viewport
+(IntersectionObserver; everything at once in a browser without it), so a page with many figures shows its first
+screen without drawing the rest. A click on a point that carries a page address in ``customdata`` opens that page;
+WebGL traces fall back to SVG where the browser has no WebGL (checked only when a figure has one). Tables with
 ``class="sortable"`` sort on a click on their header (numbers by the cell's ``data-v``), and an ``<input
-data-filter=TABLE_ID>`` hides the rows of that table that do not contain its text. When every figure is drawn,
-``window.uebenchRendered`` holds ``performance.now()`` and ``<body data-rendered>`` the number of figures (tests
-wait for it). Plain JavaScript, no other library, nothing fetched.
+data-filter=TABLE_ID>`` hides the rows of that table that do not contain its text.
+
+For tests and measurements: ``window.uebenchFirstView`` holds ``performance.now()`` once the figures of the first
+screen are drawn; ``window.uebenchRenderAll()`` draws every figure and resolves to their number;
+``window.uebenchRendered`` is set when every figure is drawn; ``<body data-figures>`` and ``<body data-rendered>``
+count the figures and those drawn. Plain JavaScript, no other library, nothing fetched.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ section { margin-top: 1.6em; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; font-size: 1.25em; }
 h3 { font-size: 1.02em; margin: 1.2em 0 .4em; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 600px), 1fr)); gap: 1em; }
+.grid.single { grid-template-columns: minmax(0, 1fr); }
+ul.comparisons { font-size: 14px; padding-left: 1.2em; }
+ul.comparisons li { margin: .25em 0; }
+ul.comparisons .finding { color: #555; font-size: 13px; }
 figure.plot { margin: 0; background: #fff; border: 1px solid #e2e2e2; border-radius: 4px; padding: .3em;
               min-width: 0; }
 figure.plot figcaption { font-size: 12px; color: #555; padding: .2em .5em .4em; }
@@ -54,36 +63,76 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px; backgroun
 JS = """
 (function () {
   'use strict';
-  var hasWebGL = (function () {
-    try {
-      var canvas = document.createElement('canvas');
-      var context = canvas.getContext('webgl') || canvas.getContext('experimental-webgl');
-      return !!(window.WebGLRenderingContext && context);
-    } catch (e) { return false; }
-  })();
-  var specs = document.querySelectorAll('script.plot-spec');
-  var jobs = [];
-  specs.forEach(function (node) {
-    var spec = JSON.parse(node.textContent);
-    var target = document.getElementById(node.getAttribute('data-target'));
-    if (!hasWebGL) {
+  var webgl = null;
+  function hasWebGL() {
+    if (webgl === null) {
+      try {
+        var canvas = document.createElement('canvas');
+        webgl = !!(window.WebGLRenderingContext && (canvas.getContext('webgl') ||
+                                                    canvas.getContext('experimental-webgl')));
+      } catch (e) { webgl = false; }
+    }
+    return webgl;
+  }
+  var nodes = Array.prototype.slice.call(document.querySelectorAll('script.plot-spec'));
+  var byTarget = {};
+  var jobs = {};
+  var drawn = 0;
+  nodes.forEach(function (node) { byTarget[node.getAttribute('data-target')] = node; });
+  document.body.setAttribute('data-figures', String(nodes.length));
+  document.body.setAttribute('data-rendered', '0');
+
+  function finished() {
+    drawn += 1;
+    document.body.setAttribute('data-rendered', String(drawn));
+    if (drawn === nodes.length) { window.uebenchRendered = performance.now(); }
+  }
+  function draw(id) {
+    if (jobs[id]) { return jobs[id]; }
+    var spec = JSON.parse(byTarget[id].textContent);
+    var gl = spec.data.some(function (trace) { return trace.type === 'scattergl'; });
+    if (gl && !hasWebGL()) {
       spec.data.forEach(function (trace) { if (trace.type === 'scattergl') { trace.type = 'scatter'; } });
     }
     var config = {responsive: true, displaylogo: false};
-    jobs.push(Plotly.newPlot(target, spec.data, spec.layout, config).then(function (plot) {
+    jobs[id] = Plotly.newPlot(document.getElementById(id), spec.data, spec.layout, config).then(function (plot) {
       plot.on('plotly_click', function (event) {
         var point = event.points && event.points[0];
         if (point && typeof point.customdata === 'string' && /\\.html$/.test(point.customdata)) {
           window.location.href = point.customdata;
         }
       });
+      finished();
       return plot;
-    }));
-  });
-  Promise.all(jobs).then(function () {
-    window.uebenchRendered = performance.now();
-    document.body.setAttribute('data-rendered', String(jobs.length));
-  });
+    });
+    return jobs[id];
+  }
+  function firstView(started) {
+    Promise.all(started).then(function () { window.uebenchFirstView = performance.now(); });
+  }
+  // Every figure, drawn now (the others are drawn when they come near the viewport).
+  window.uebenchRenderAll = function () {
+    return Promise.all(nodes.map(function (node) { return draw(node.getAttribute('data-target')); }))
+      .then(function () { return nodes.length; });
+  };
+  if (nodes.length === 0) {
+    window.uebenchFirstView = window.uebenchRendered = performance.now();
+  } else if (!('IntersectionObserver' in window)) {
+    firstView([window.uebenchRenderAll()]);
+  } else {
+    var first = true;
+    var observer = new IntersectionObserver(function (entries) {
+      var started = [];
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting) {
+          observer.unobserve(entry.target);
+          started.push(draw(entry.target.id));
+        }
+      });
+      if (first) { first = false; firstView(started); }
+    }, {rootMargin: '0px 0px 200px 0px'});
+    nodes.forEach(function (node) { observer.observe(document.getElementById(node.getAttribute('data-target'))); });
+  }
 
   function cellValue(row, index) {
     var cell = row.cells[index];

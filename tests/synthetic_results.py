@@ -103,7 +103,7 @@ def synthetic_frames(
             "pretrained_cfg": [json.dumps({"num_classes": 1000})] * n_models,
             "run_id": [RUN_ID] * n_models,
         }
-    )
+    ).hstack(_synthetic_regimes(models))
     datasets = np.asarray([ID_DATASET, OOD_DATASET])
     frames["run_tasks"] = pl.DataFrame(
         {
@@ -325,6 +325,26 @@ def synthetic_frames(
     return {name: frame for name, frame in frames.items() if name in TABLES}
 
 
+def _synthetic_regimes(models: np.ndarray) -> pl.DataFrame:
+    """The training-regime columns of ``models`` (ids ``timm-<name>.<tag>[-v<i>]``): the rules of
+    :func:`results.model_metadata.classify` on ``name.tag``, then, so that every regime comparison has pairs, model
+    i with i % 5 == 4 is distilled and (when not distilled) i % 7 == 6 is a CLIP model (``metadata_source``
+    ``override``, as an override file would set them)."""
+    from results.model_metadata import classify
+
+    rows = []
+    for index, model_id in enumerate(models.tolist()):
+        row = classify(model_id.removeprefix("timm-").split("-v")[0], source="timm").row()
+        if index % 5 == 4:
+            row.update(distilled=True, metadata_source="override")
+        elif index % 7 == 6:
+            row.update(clip=True, metadata_source="override")
+        rows.append(row)
+    return pl.DataFrame(rows, schema={"family": pl.String, "pretraining": pl.String, "distilled": pl.Boolean,
+                                      "self_supervised": pl.Boolean, "semi_supervised": pl.Boolean,
+                                      "clip": pl.Boolean, "adversarial": pl.Boolean, "metadata_source": pl.String})
+
+
 def _published_hsc(frames: dict[str, pl.DataFrame], models: list[str], rng: np.random.Generator) -> None:
     """The published HSC table (reference_hsc_metrics: hAURC and Accuracy) for ``models`` under their timm
     ``name.tag`` (our values plus noise), and reference_models for every published name of both tables."""
@@ -390,6 +410,79 @@ def write_published_cood_csv(path: Path, n_models: int = 707, seed: int = 0) -> 
                 )
     with atomic_output(path) as tmp:
         pl.DataFrame(rows).write_csv(tmp)
+    return Path(path)
+
+
+# The header of the HSC paper's models comparison table (its models_comparison_full.csv), in the published order.
+PUBLISHED_HSC_COLUMNS = (
+    "Architecture", "Accuracy", "Accuracy_TS", "AUROC", "AUROC_TS", "ECE_15", "ECE_15_TS", "MCE_15", "MCE_15_TS",
+    "Gamma Correlation", "Gamma Correlation_TS", "Parameters #", "AURC", "AURC_TS", "Confidence Mean",
+    "Confidence Mean_TS", "Confidence Median", "Confidence Median_TS", "Confidence GINI", "Confidence GINI_TS",
+    "Confidence Variance", "Confidence Variance_TS", "A-ECE", "A-ECE_TS", "A-MCE", "A-MCE_TS", "Parameters # Trainable",
+    "ECE_10", "ECE_10_TS", "MCE_10", "MCE_10_TS", "ECE_30", "ECE_30_TS", "MCE_30", "MCE_30_TS", "ECE_50", "ECE_50_TS",
+    "MCE_50", "MCE_50_TS", "input size", "Temperature",
+    *(f"Coverage_for_Accuracy_{a}{s}" for a in (95, 99, 98, 97, 96) for s in ("", "_nonstrict", "_TS",
+                                                                               "_nonstrict_TS")),
+    "EAURC", "EAURC_TS",
+    *(f"{m}_{r}_{k}{t}" for t in ("", "_TS")
+      for m, rules in (("hAURC", ("selective", "climbing", "jumping", "maxcoverage")),
+                       ("Gain", ("climbing", "jumping", "maxcoverage")))
+      for k in ("01", "hier") for r in rules),
+)  # fmt: skip
+# (architecture, tag) pairs of the generated published HSC models: a plain model and regime variants of the same
+# architecture (distilled, in21k/in22k, CLIP, semi- and self-supervised), so that regime_pairs finds pairs.
+_PUBLISHED_HSC_VARIANTS = (
+    ("deit_base_patch16_224", "fb_in1k"), ("deit_base_distilled_patch16_224", "fb_in1k"),
+    ("vit_base_patch16_224", "augreg_in1k"), ("vit_base_patch16_224", "augreg_in21k_ft_in1k"),
+    ("vit_base_patch16_clip_224", "openai_ft_in1k"), ("resnet50", "tv_in1k"), ("resnet50", "fb_swsl_ig1b_ft_in1k"),
+    ("resnet50", "fb_ssl_yfcc100m_ft_in1k"), ("convnext_tiny", "fb_in1k"), ("convnext_tiny", "fb_in22k_ft_in1k"),
+)  # fmt: skip
+
+
+def published_hsc_names(n_models: int) -> list[str]:
+    """``n_models`` model names of :func:`write_published_hsc_csv`: the three synthetic architectures'
+    ``name.tag`` (``resnet50.a1_in1k`` …, which map to the first three :func:`synthetic_frames` model ids), then
+    ``<architecture>_v<i>.<tag>`` over the variants above (``deit_base_distilled_patch16_224_v0.fb_in1k``)."""
+    names = list(_ARCHITECTURES)
+    index = 0
+    while len(names) < n_models:
+        arch, tag = _PUBLISHED_HSC_VARIANTS[index % len(_PUBLISHED_HSC_VARIANTS)]
+        names.append(f"{arch}_v{index // len(_PUBLISHED_HSC_VARIANTS)}.{tag}")
+        index += 1
+    return names[:n_models]
+
+
+def write_published_hsc_csv(path: Path, n_models: int = 1116, seed: int = 0) -> Path:
+    """The HSC paper's per-model comparison table in its published CSV format (:data:`PUBLISHED_HSC_COLUMNS`, one
+    row per model of :func:`published_hsc_names`): Accuracy in percent, hAURC per rule below Selective's with
+    ``Gain_<rule> = 100·(hAURC_selective − hAURC_rule) / hAURC_selective`` as the paper defines it, and the CLIP
+    rows' Gain cells ``NaN`` as published. Random draws from a seeded generator; written atomically."""
+    rng = np.random.default_rng(seed)
+    names = published_hsc_names(n_models)
+    n = len(names)
+    data: dict[str, object] = {"Architecture": names}
+    for column in PUBLISHED_HSC_COLUMNS[1:]:
+        data[column] = rng.uniform(0.01, 0.2, n)  # ECE, MCE, coverage, confidence statistics: plausible fractions
+    for suffix in ("", "_TS"):
+        accuracy = rng.uniform(55.0, 90.0, n)
+        data[f"Accuracy{suffix}"] = accuracy
+        data[f"AUROC{suffix}"] = rng.uniform(0.78, 0.9, n)
+        data[f"AURC{suffix}"] = (1 - accuracy / 100) * rng.uniform(0.25, 0.4, n)
+        data[f"EAURC{suffix}"] = data[f"AURC{suffix}"] * rng.uniform(0.3, 0.6, n)
+        clip = np.asarray(["clip" in name for name in names])
+        for risk in ("01", "hier"):
+            selective = (1 - accuracy / 100) * rng.uniform(0.3, 0.4, n)
+            data[f"hAURC_selective_{risk}{suffix}"] = selective
+            for rule, gain in (("climbing", 0.12), ("jumping", 0.05), ("maxcoverage", 0.08)):
+                haurc = selective * (1 - gain * rng.uniform(0.5, 1.5, n))
+                data[f"hAURC_{rule}_{risk}{suffix}"] = haurc
+                data[f"Gain_{rule}_{risk}{suffix}"] = np.where(clip, np.nan, 100 * (selective - haurc) / selective)
+    data["Parameters #"] = rng.integers(5_000_000, 300_000_000, n)
+    data["Parameters # Trainable"] = data["Parameters #"]
+    data["input size"] = np.full(n, 224)
+    data["Temperature"] = rng.uniform(0.8, 1.6, n)
+    with atomic_output(path) as tmp:
+        pl.DataFrame(data).select(PUBLISHED_HSC_COLUMNS).write_csv(tmp, float_precision=None)
     return Path(path)
 
 

@@ -85,7 +85,7 @@ def test_paired_difference_by_hand() -> None:
     assert empty.n_pairs == 0 and math.isnan(empty.mean) and math.isnan(empty.sign_test_p)
 
 
-@pytest.mark.parametrize(("up", "down"), [(0, 1), (1, 1), (7, 2), (0, 12), (15, 4), (30, 31)])
+@pytest.mark.parametrize(("up", "down"), [(0, 1), (1, 1), (7, 2), (0, 12), (15, 4), (30, 31), (548, 568), (2100, 1900)])
 def test_sign_test_equals_the_binomial_test(up: int, down: int) -> None:
     assert cmp.sign_test(up, down) == pytest.approx(stats.binomtest(up, up + down, 0.5).pvalue)
 
