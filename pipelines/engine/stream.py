@@ -21,6 +21,7 @@ bounded by configuration, not by the dataset. Only the driver writes files.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -568,6 +569,11 @@ def run_inference(
                 raise
             sink.fail_unfinished(f"pipeline failed: {_one_line(exc)}")
         sink.fail_unfinished("pipeline ended before this shard's rows arrived")
+        # Ray Data releases a finished pipeline's actors by dropping its references to them; the handles sit in
+        # reference cycles until Python's next collection (Ray's own collector thread runs about once a minute),
+        # and until then the actors keep their CPUs/GPUs from the next pipeline and the analyses' tasks.
+        del ds
+        gc.collect()
         report.results.extend(sink.results)
         for k in indices:
             report.weight_loads[models[k].model_id] = len(sink.actors.get(k, ()))
