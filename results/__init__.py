@@ -3,8 +3,8 @@
 Public names are imported lazily, so ``import results`` loads neither DuckDB nor plotly:
 ``connect``/``Results`` (read-only Python API), ``Store``/``StoreError``/``ingest_frames`` (the driver's
 writer), ``build_report`` (HTML report), and the submodules ``schema``, ``store``, ``sql``, ``report``,
-``report_assets``, ``reference``, ``model_metadata``, ``migrations`` and ``comparisons`` (the papers' comparisons,
-docs/comparisons.md).
+``report_parts``, ``report_comparisons``, ``report_assets``, ``reference``, ``model_metadata``, ``migrations`` and
+``comparisons`` (the papers' comparisons, docs/comparisons.md).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ _ATTRS = {
     "build_report": ("results.report", "build_report"),
 }
 _SUBMODULES = {
-    "api", "schema", "store", "sql", "report", "report_assets", "reference", "model_metadata", "migrations",
-    "comparisons",
+    "api", "schema", "store", "sql", "report", "report_parts", "report_comparisons", "report_assets", "reference",
+    "model_metadata", "migrations", "comparisons",
 }
 
 __getattr__, __all__ = lazy_exports("results", _ATTRS, _SUBMODULES)

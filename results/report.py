@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
-import math
 import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -38,18 +36,28 @@ import polars as pl
 
 from common import DB_FILENAME, temp_path
 from results.report_assets import CSS, DEFAULT_TOP_K, JS
+from results.report_comparisons import comparisons_index, comparisons_sections
+from results.report_parts import (
+    _COLORS,
+    COMPARISONS_PAGE,
+    Plot,
+    Section,
+    _cell,
+    _empty,
+    _grid,
+    _layout,
+    _note,
+    _scatter_kind,
+    _values,
+    html_table,
+)
 from results.schema import polars_schema
 from results.sql import canned_query
 from results.store import Store
 
-SCATTERGL_ABOVE = 2000  # points in one figure above which scatter traces use WebGL (below, SVG draws faster than
-# a WebGL context starts, notably in software rendering; a page also has few WebGL contexts)
 MAIN_KAPPA = "msp"
-COMPARISONS_PAGE = "comparisons.html"  # the papers' comparisons (results.report_comparisons), beside index.html
 MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
 _SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-_FIGURE_HEIGHT = 440
 _SETTINGS = {  # (temperature_scaled, subset) -> label, shown by default
     (False, "all"): ("all samples, no TS", True),
     (False, "ts_eval"): ("TS evaluation split, no TS", False),
@@ -63,131 +71,6 @@ _SELECTIVE_COLUMNS = (
 
 class ReportError(ValueError):
     """The report cannot be written where asked (one line, shown by the CLI)."""
-
-
-# -- page pieces --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Plot:
-    """One Plotly figure: the id of its element, its plotly.js traces and layout, and a caption."""
-
-    anchor: str
-    data: list[dict]
-    layout: dict
-    caption: str = ""
-
-    def html(self) -> str:
-        spec = _json({"data": self.data, "layout": self.layout})
-        caption = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
-        return (
-            f'<figure class="plot"><div class="plotly-target" id="{self.anchor}"></div>{caption}'
-            f'<script type="application/json" class="plot-spec" data-target="{self.anchor}">{spec}</script></figure>'
-        )
-
-
-@dataclass(frozen=True)
-class Section:
-    """One page section: an anchor id, a title and its HTML body."""
-
-    anchor: str
-    title: str
-    body: str
-
-
-def _json(value: object) -> str:
-    """Compact JSON safe inside ``<script>`` (``<`` escaped); NaN/±inf must already be None."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-
-
-def _values(series: pl.Series) -> list:
-    """A column as a JSON-ready list: floats exactly as stored, NaN and ±inf as None."""
-    if series.dtype.is_float():
-        series = pl.select(pl.when(series.is_finite()).then(series)).to_series()
-    return series.to_list()
-
-
-def _layout(x_title: str, y_title: str, title: str = "", **extra: object) -> dict:
-    """A plotly.js layout with titled axes and a legend under the plot (always shown, even for one trace)."""
-    layout: dict = {
-        "title": {"text": title, "font": {"size": 14}},
-        "xaxis": {"title": {"text": x_title}, "automargin": True, "zeroline": False},
-        "yaxis": {"title": {"text": y_title}, "automargin": True, "zeroline": False},
-        "showlegend": True,
-        "legend": {"orientation": "h", "y": -0.22, "yanchor": "top", "font": {"size": 11}},
-        "height": _FIGURE_HEIGHT,
-        "margin": {"l": 60, "r": 20, "t": 40 if title else 20, "b": 40},
-        "hovermode": "closest",
-    }
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(layout.get(key), dict):
-            layout[key] = {**layout[key], **value}
-        else:
-            layout[key] = value
-    return layout
-
-
-def _empty(message: str) -> str:
-    return f'<p class="empty">{html.escape(message)}</p>'
-
-
-def _note(message: str) -> str:
-    return f'<p class="note">{html.escape(message)}</p>'
-
-
-def _grid(plots: Iterable[Plot]) -> str:
-    return '<div class="grid">' + "".join(plot.html() for plot in plots) + "</div>"
-
-
-def _cell(value: object) -> tuple[str, str | None, bool]:
-    """(shown text, sort value or None, is text) of one table value."""
-    if value is None:
-        return "", None, False
-    if isinstance(value, bool):
-        return str(value).lower(), None, False
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "", None, False
-        shown = f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
-        return shown, repr(value), False
-    if isinstance(value, int):
-        return str(value), str(value), False
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S"), None, True
-    return html.escape(str(value)), None, True
-
-
-def html_table(
-    frame: pl.DataFrame,
-    *,
-    link: Callable[[str], str | None] | None = None,
-    max_rows: int | None = None,
-    table_id: str | None = None,
-    tall: bool = False,
-    more_hint: str = "",
-) -> str:
-    """``frame`` as a sortable HTML table (first ``max_rows`` rows, with a note on how many were left out).
-
-    Numbers show 4 decimals and sort by their full value (``data-v``); ``link`` maps a ``model_id`` cell to the
-    address of its page (or None for no link).
-    """
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    shown = frame if max_rows is None else frame.head(max_rows)
-    link_column = frame.columns.index("model_id") if link is not None and "model_id" in frame.columns else -1
-    rows = []
-    for row in shown.iter_rows():
-        cells = []
-        for index, value in enumerate(row):
-            text, sort_value, is_text = _cell(value)
-            if index == link_column and value is not None and (href := link(str(value))):
-                text = f'<a href="{html.escape(href)}">{text}</a>'
-            attributes = (' class="text"' if is_text else "") + (f' data-v="{sort_value}"' if sort_value else "")
-            cells.append(f"<td{attributes}>{text}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    identifier = f' id="{table_id}"' if table_id else ""
-    table = f'<table class="sortable"{identifier}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    note = ""
-    if max_rows is not None and frame.height > max_rows:
-        note = _note(f"{frame.height - max_rows} more rows. {more_hint}")
-    return f'<div class="table-wrap{" tall" if tall else ""}">{table}</div>{note}'
 
 
 def _fields(pairs: Iterable[tuple[str, object]]) -> str:
@@ -304,10 +187,6 @@ def _main_kappa(selective: pl.DataFrame) -> str | None:
 
 
 # -- the overview -------------------------------------------------------------------------------------------
-def _scatter_kind(points: int) -> str:
-    return "scattergl" if points > SCATTERGL_ABOVE else "scatter"
-
-
 def _population_scatter(
     data: _Data, anchor: str, frame: pl.DataFrame, x: str, y: str, x_title: str, y_title: str, caption: str,
     extra: Sequence[dict] = (),
@@ -771,7 +650,6 @@ def _overview_provenance(data: _Data) -> Section:
 
 
 def _overview(data: _Data, subtitle: str) -> str:
-    from results.report_comparisons import comparisons_index  # it imports this module's pieces
 
     known = set(data.model_ids)
 
@@ -1076,7 +954,6 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
     from plotly import __version__ as plotly_version
     from plotly.offline import get_plotlyjs
 
-    from results.report_comparisons import comparisons_sections  # it imports this module's pieces
 
     db_path = _resolve(source)
     folder = Path(output) if output is not None else db_path.parent / "reports" / "report"

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from results.comparisons import COMPARISONS, Comparison, Figure
-from results.report import (
+from results.report_parts import (
     _COLORS,
     COMPARISONS_PAGE,
     Plot,
