@@ -401,7 +401,9 @@ def test_queries_starting_with_comments_run_from_the_command_line(
     # an unknown option is still an error, not a query
     for option, name in (("--fromat", "--fromat"), ("--fromat=csv", "--fromat"), ("-z", "-z")):
         code, out, err = _run(capsys, "sql", "-w", str(workspace), option)
-        assert code == 2 and out == "" and err == f"error: no such option: {name} (see `uebench sql --help`)\n"
+        assert code == 2 and out == "" and err == f"error: No such option: {name} (see `uebench sql --help`)\n"
+    code, out, err = _run(capsys, "sql", "-w", str(workspace), "SELECT 1", "SELECT 2")
+    assert code == 2 and out == "" and err.startswith("error: uebench sql takes one query argument; also got")
 
 
 def test_read_only_stores_open_together_share_one_confinement(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def _damaged_outputs_as_lines() -> Iterator[None]:
 
 
 def sql(
+    ctx: typer.Context,
     query: str = typer.Argument(None, help='One reading SQL statement, e.g. "SELECT * FROM models".'),
     file: Path = typer.Option(None, "--file", "-f", help="Read the SQL statement from this file."),
     name: str = typer.Option(None, "--query", "-q", help="Run the canned query NAME (see --list)."),
@@ -75,8 +76,11 @@ def sql(
     database and the workspace's outputs: other files, URLs, extensions and settings are refused."""
     from results import sql as results_sql
 
+    # Unknown options pass through (a query may start with a `--` comment); a lone dash word is a mistyped option.
     if query is not None and query.startswith("-") and not any(char.isspace() for char in query):
-        raise UserError(f"no such option: {query.split('=', 1)[0]} (see `uebench sql --help`)")
+        raise UserError(f"No such option: {query.split('=', 1)[0]} (see `uebench sql --help`)")
+    if ctx.args:
+        raise UserError(f"uebench sql takes one query argument; also got {' '.join(ctx.args)!r} (quote the query)")
     if list_queries:
         queries = results_sql.canned_queries()
         width = max(len(n) for n in queries)
@@ -175,6 +179,6 @@ def import_reference(
 def register(app: typer.Typer) -> None:
     """Add ``sql``, ``report`` and ``import-reference`` to the uebench CLI."""
     # unknown options reach sql() as QUERY, so that "-- comment\nSELECT …" is a query (sql() refuses the rest)
-    app.command("sql", context_settings={"ignore_unknown_options": True})(sql)
+    app.command("sql", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(sql)
     app.command("report")(report)
     app.command("import-reference")(import_reference)
