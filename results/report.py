@@ -11,7 +11,10 @@ Layout (default folder ``<workspace>/reports/report/``)::
     models/<model_id>.html  one drill-down page per model: its selective metrics, risk–coverage curves,
                             reliability diagram, C-OOD levels, hierarchical risk–coverage curves, HSC rules and
                             calibration, provenance
-    assets/plotly.min.js    plotly.js from the installed ``plotly`` package, one copy shared by every page
+    assets/plotly-cartesian.min.js   plotly.js's cartesian bundle (1.5 MB; shipped in ``results/assets``): every
+                            trace type the report draws but WebGL scatter; the script of every page without one
+    assets/plotly.min.js    the full plotly.js of the installed ``plotly`` package (4.8 MB): the script of a page
+                            with a WebGL scatter (more than ``SCATTERGL_ABOVE`` points in one figure)
     assets/report.js, report.css   (results.report_assets)
 
 Every figure reads stored tables; nothing is computed from per-sample outputs. The risk–coverage points
@@ -40,11 +43,13 @@ from results.report_comparisons import comparisons_index, comparisons_sections
 from results.report_parts import (
     _COLORS,
     COMPARISONS_PAGE,
+    GL_TRACE,
     Plot,
     Section,
     _cell,
     _empty,
     _grid,
+    _json,
     _layout,
     _note,
     _scatter_kind,
@@ -58,6 +63,9 @@ from results.store import Store
 MAIN_KAPPA = "msp"
 MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
 _SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")
+# plotly.js's cartesian bundle, unmodified from npm (results/assets/README.md: version, source and checksums)
+_CARTESIAN_SOURCE = Path(__file__).with_name("assets") / "plotly-cartesian.min.js"
+CARTESIAN_VERSION = "4.1.1"
 _SETTINGS = {  # (temperature_scaled, subset) -> label, shown by default
     (False, "all"): ("all samples, no TS", True),
     (False, "ts_eval"): ("TS evaluation split, no TS", False),
@@ -91,6 +99,19 @@ def page_name(model_id: str) -> str:
     return f"model-{hashlib.sha1(model_id.encode()).hexdigest()}.html"
 
 
+# The plotly.js bundles in assets/ (see the module docstring): a page loads the smaller one unless a figure of it
+# needs WebGL. The cartesian bundle starts in about half the time of the full one (BENCHMARKS.md, report section).
+CARTESIAN_JS = "plotly-cartesian.min.js"
+FULL_JS = "plotly.min.js"
+
+
+def plotly_bundle(sections: Sequence[Section]) -> str:
+    """The plotly.js asset a page of ``sections`` loads: :data:`FULL_JS` when one of its figure specs has a WebGL
+    trace, else :data:`CARTESIAN_JS`."""
+    gl = f'"type":{_json(GL_TRACE)}'  # as Plot.html writes a trace's type into its compact JSON spec
+    return FULL_JS if any(gl in section.body for section in sections) else CARTESIAN_JS
+
+
 def _page(title: str, subtitle: str, sections: Sequence[Section], assets: str, back: str = "") -> str:
     nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)  # spaces: it may wrap
     body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
@@ -100,8 +121,9 @@ def _page(title: str, subtitle: str, sections: Sequence[Section], assets: str, b
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
         f'<link rel="stylesheet" href="{assets}report.css">'
-        # deferred: plotly.js (4.8 MB) is read and compiled while the page is parsed, then run in order
-        f'<script defer src="{assets}plotly.min.js"></script><script defer src="{assets}report.js"></script>'
+        # deferred: plotly.js is read and compiled while the page is parsed, then run in order
+        f'<script defer src="{assets}{plotly_bundle(sections)}"></script>'
+        f'<script defer src="{assets}report.js"></script>'
         "</head><body>"
         f"<header><h1>{html.escape(title)}</h1><p>{subtitle}</p>{back_link}</header>"
         f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
@@ -952,8 +974,7 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ReportError(f"top_k must be an integer >= 1, got {top_k!r}")
     from plotly import __version__ as plotly_version
-    from plotly.offline import get_plotlyjs
-
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
     db_path = _resolve(source)
     folder = Path(output) if output is not None else db_path.parent / "reports" / "report"
@@ -963,7 +984,8 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
         generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         subtitle = html.escape(
             f"Database {db_path} (schema version {store.schema_version}); {len(data.model_ids)} models; generated "
-            f"{generated} with plotly {plotly_version}."
+            f"{generated} with plotly {plotly_version} (plotly.js {get_plotlyjs_version()}; cartesian bundle "
+            f"{CARTESIAN_VERSION})."
         )
         overview = _overview(data, subtitle)
         comparisons = _page("uebench report: the papers' comparisons", subtitle, comparisons_sections(store),
@@ -974,7 +996,8 @@ def build_report(source: Path, output: Path | None = None, top_k: int = DEFAULT_
         try:
             (built / "models").mkdir(parents=True)
             (built / "assets").mkdir()
-            (built / "assets" / "plotly.min.js").write_text(get_plotlyjs(), encoding="utf-8")
+            (built / "assets" / FULL_JS).write_text(get_plotlyjs(), encoding="utf-8")
+            shutil.copyfile(_CARTESIAN_SOURCE, built / "assets" / CARTESIAN_JS)
             (built / "assets" / "report.js").write_text(JS, encoding="utf-8")
             (built / "assets" / "report.css").write_text(CSS, encoding="utf-8")
             for model_id in data.model_ids:

@@ -146,7 +146,10 @@ def html_table(
     return f'<div class="table-wrap{" tall" if tall else ""}">{table}</div>{note}'
 
 
+GL_TRACE = "scattergl"  # the only WebGL trace type the report draws (it needs the full plotly.js bundle)
+
+
 def _scatter_kind(points: int) -> str:
-    return "scattergl" if points > SCATTERGL_ABOVE else "scatter"
+    return GL_TRACE if points > SCATTERGL_ABOVE else "scatter"
 
 

@@ -110,12 +110,19 @@ def test_a_killed_driver_is_marked_interrupted_and_the_next_run_removes_its_temp
     root = _images(tmp_path / "val", per_class=40)
     workspace = tmp_path / "ws"
     with _running(root, workspace, tmp_path / "first.txt") as proc:
-        deadline = time.monotonic() + 120
-        while not _temp_files(workspace) and time.monotonic() < deadline:  # a shard being written
-            time.sleep(0.05)
+        # A shard's temporary file lives only while the driver writes it (milliseconds at this size), so the
+        # driver is frozen for each look: what it shows is still there when the SIGKILL lands. Workers never
+        # write to the workspace, so a stopped driver freezes the folder.
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            os.kill(proc.pid, signal.SIGSTOP)
+            if _temp_files(workspace):  # a shard being written
+                break
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    assert _temp_files(workspace), "the driver died before it wrote anything"
+    assert _temp_files(workspace), "the driver finished or stalled before it was seen writing a shard"
     (run,) = _runs(workspace)
     assert run["status"] == "running"  # what a killed driver leaves behind
     sql = subprocess.run(

@@ -177,16 +177,39 @@ def small_report(small: Path) -> Path:
     return build_report(small)
 
 
+def test_the_cartesian_bundle_is_the_unmodified_npm_file_and_webgl_pages_get_the_full_one() -> None:
+    import hashlib
+
+    from results.report import _CARTESIAN_SOURCE, CARTESIAN_JS, CARTESIAN_VERSION, FULL_JS, plotly_bundle
+    from results.report_parts import SCATTERGL_ABOVE, Plot, Section, _scatter_kind
+
+    data = _CARTESIAN_SOURCE.read_bytes()
+    # SHA-256 of package/plotly-cartesian.min.js in plotly.js-cartesian-dist-min-4.1.1.tgz (results/assets/README.md)
+    assert hashlib.sha256(data).hexdigest() == "79542150855a52c567260e3137095dbe2b744e6d702a5cabe67da246942fba7a"
+    assert f"plotly.js (cartesian - minified) v{CARTESIAN_VERSION}\n".encode() in data[:200]
+    assert (_CARTESIAN_SOURCE.parent / "plotly.js-LICENSE").read_text().startswith("MIT License")
+
+    def page(points: int) -> list[Section]:
+        spec = Plot("p", [{"type": _scatter_kind(points), "x": [0.5] * points, "y": [0.5] * points}], {})
+        return [Section("a", "A", "<p>table</p>"), Section("b", "B", spec.html())]
+
+    assert plotly_bundle(page(SCATTERGL_ABOVE)) == CARTESIAN_JS
+    assert plotly_bundle(page(SCATTERGL_ABOVE + 1)) == FULL_JS
+    assert plotly_bundle([Section("t", "T", "<p>scattergl in a sentence is not a trace</p>")]) == CARTESIAN_JS
+
+
 def test_report_folder_layout(small: Path, small_report: Path) -> None:
     folder = small / "reports" / "report"
     assert small_report == folder / "index.html"
     ids = _query(database_path(small), "SELECT model_id FROM models ORDER BY model_id")["model_id"].to_list()
     assert sorted(p.name for p in (folder / "models").iterdir()) == sorted(page_name(m) for m in ids)
-    assert sorted(p.name for p in (folder / "assets").iterdir()) == ["plotly.min.js", "report.css", "report.js"]
+    assets = ["plotly-cartesian.min.js", "plotly.min.js", "report.css", "report.js"]
+    assert sorted(p.name for p in (folder / "assets").iterdir()) == assets
     assert (folder / "assets" / "plotly.min.js").stat().st_size > 1_000_000  # the library, once
     overview = small_report.read_text()
     assert list(_sections(overview)) == OVERVIEW_SECTIONS
-    assert 'src="assets/plotly.min.js"' in overview and "Plotly.newPlot" not in overview
+    # no WebGL trace at this size: every page loads the small bundle
+    assert 'src="assets/plotly-cartesian.min.js"' in overview and "Plotly.newPlot" not in overview
     comparisons = (folder / COMPARISONS_PAGE).read_text()
     assert list(_sections(comparisons)) == list(COMPARISONS)
     for name, body in _sections(comparisons).items():
@@ -198,7 +221,7 @@ def test_report_folder_layout(small: Path, small_report: Path) -> None:
     for model_id in ids:
         page = (folder / "models" / page_name(model_id)).read_text()
         assert list(_sections(page)) == MODEL_SECTIONS
-        assert 'src="../assets/plotly.min.js"' in page and f'href="models/{page_name(model_id)}"' in overview
+        assert 'src="../assets/plotly-cartesian.min.js"' in page and f'href="models/{page_name(model_id)}"' in overview
         assert 'class="empty"' not in page, model_id
         assert set(_specs(page)) == {"risk-coverage", "reliability", "cood-levels", "hrc-01", "hrc-severity"}
     for document in [overview, comparisons, *(p.read_text() for p in (folder / "models").iterdir())]:
@@ -501,13 +524,12 @@ def test_big_report_in_headless_chromium(big: tuple[Path, float]) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             url = (folder / "index.html").resolve().as_uri()
-            # The first visit (a fresh browser context, nothing cached) and a later one (plotly.js cached). Issue 14
-            # asks < 3 s; on the 2-core CI machine the first visit measured 2.3-3.05 s (plotly.js, 4.8 MB, takes
-            # 1.4-1.9 s to start), so it is bounded at 4 s here and the 3 s target is asserted on the later visit.
+            # The first visit (a fresh browser context, nothing cached; the better of two when the first is slow, as
+            # a busy CI machine can make one) and a later one (plotly.js cached): both < 3 s (issue 14).
             load_ms = _cold_load(browser, url)
             if load_ms >= 3000:
                 load_ms = min(load_ms, _cold_load(browser, url))
-            assert load_ms < 4000, f"the overview took {load_ms:.0f} ms to load and draw its first screen"
+            assert load_ms < 3000, f"the overview took {load_ms:.0f} ms to load and draw its first screen"
             context = browser.new_context(viewport={"width": 1400, "height": 900})
             try:
                 warm = context.new_page()
@@ -573,4 +595,6 @@ def test_big_report_in_headless_chromium(big: tuple[Path, float]) -> None:
     assert not errors, errors
     outside = [u for u in requests if not u.startswith(("file://", "data:"))]
     assert not outside, f"requests outside file://: {outside[:5]}"
+    # the overview loads the cartesian bundle; the comparisons page, with a WebGL scatter at this size, the full one
+    assert any(u.endswith("/assets/plotly-cartesian.min.js") for u in requests)
     assert any(u.endswith("/assets/plotly.min.js") for u in requests)
