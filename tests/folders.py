@@ -1,4 +1,5 @@
-"""Image folders in the ImageNet layout for tests (tests import this; it is no test)."""
+"""Image folders in the ImageNet layout, and the same images in containers, for tests (tests import this; it
+is no test)."""
 
 from __future__ import annotations
 
@@ -108,3 +109,19 @@ def parquet_shards(src: Path, dst: Path, *, per_shard: int = 7, rows_per_group: 
             columns["wnid"] = pa.array([w for w, _ in chosen])
         pq.write_table(pa.table(columns), dst / "data" / f"train-{k:05d}.parquet", row_group_size=rows_per_group)
     return dst
+
+
+def decoded_crops(dataset, pre=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(crops (N, S, S, 3) uint8, errors (N,) str)`` of every sample of ``dataset`` through the engine's decode
+    stage (``pipelines.engine.stream.decode_block``), fed the locator columns of its listing blocks; ``pre``
+    defaults to a 32-pixel centre crop."""
+    from pipelines.engine.stream import _locator_columns, decode_block
+    from pipelines.zoo import Preprocess
+
+    pre = pre or Preprocess(input_size=32, crop_pct=0.875, crop_mode="center", interpolation="bilinear",
+                            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    columns = _locator_columns(dataset, np.arange(len(dataset)))
+    batch = {name: column.to_numpy(zero_copy_only=False) for name, column in columns.items()}
+    batch["idx"] = np.arange(len(dataset))
+    out = decode_block(batch, [pre], max_pixels=10**8)
+    return out["crop0"], out["error"]

@@ -17,6 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from folders import (
+    decoded_crops,
+    imagenet_folder,
+    parquet_shards,
+    tar_folder,
+    tar_of_tars,
+    webdataset_shards,
+)
 
 from cood.imagenet21k import read_manifest
 from cood.pool import ood_class_pool
@@ -24,14 +32,9 @@ from pipelines.data import archives
 from pipelines.data.datasets import imagenet1k_wnids, load_dataset, load_folder, load_ood_split, ood_manifest_path
 from pipelines.engine import identity
 from pipelines.engine.run_config import parse_config
-from pipelines.engine.stream import _locator_columns, decode_block
 from pipelines.errors import UserError
-from pipelines.zoo import Preprocess
-from tests.folders import imagenet_folder, parquet_shards, tar_folder, tar_of_tars, webdataset_shards
 
 ID_WNIDS = list(imagenet1k_wnids()[10:13])
-PRE = Preprocess(input_size=32, crop_pct=0.875, crop_mode="center", interpolation="bilinear",
-                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def _pool_wnids(count: int) -> list[str]:
@@ -54,15 +57,6 @@ def _writers(src: Path, dst: Path, classes: tuple[str, ...]) -> dict[str, Path]:
         "parquet-cls": parquet_shards(src, dst / "pq-cls", label="cls", classes=classes),
         "parquet-wnid": parquet_shards(src, dst / "pq-wnid", label="wnid", rows_per_group=2, seed=3),
     }
-
-
-def _decoded(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(crops, errors) of every sample through the engine's decode stage, from the listing's locator columns."""
-    columns = _locator_columns(dataset, np.arange(len(dataset)))
-    batch = {name: column.to_numpy(zero_copy_only=False) for name, column in columns.items()}
-    batch["idx"] = np.arange(len(dataset))
-    out = decode_block(batch, [PRE], max_pixels=10**8)
-    return out["crop0"], out["error"]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +86,8 @@ def test_every_format_gives_the_folders_ids_labels_and_crops(id_sets, fmt):
     assert dataset.sample_ids == reference.sample_ids
     assert dataset.labels == reference.labels
     assert dataset.class_wnids == reference.class_wnids
-    crops, errors = _decoded(dataset)
-    expected, expected_errors = _decoded(reference)
+    crops, errors = decoded_crops(dataset)
+    expected, expected_errors = decoded_crops(reference)
     assert list(errors) == [""] * len(dataset) == list(expected_errors)
     np.testing.assert_array_equal(crops, expected)
 
@@ -111,8 +105,8 @@ def test_the_c_ood_split_does_not_depend_on_the_container(ood_sets, fmt):
     ours, theirs = ood_manifest_path(base / f"ws-{fmt}", "ood"), ood_manifest_path(base / "ws-folder", "ood")
     assert ours.read_bytes() == theirs.read_bytes()
     assert read_manifest(ours).sha256 == read_manifest(theirs).sha256
-    crops, errors = _decoded(dataset)
-    np.testing.assert_array_equal(crops, _decoded(reference)[0])
+    crops, errors = decoded_crops(dataset)
+    np.testing.assert_array_equal(crops, decoded_crops(reference)[0])
     assert not any(errors)
 
 
@@ -164,7 +158,7 @@ def test_the_index_is_cached_and_a_changed_archive_is_reindexed(id_sets, tmp_pat
     assert (stats.indexed, stats.cached) == (1, 2)
     assert len(third.names) == len(first.names) + 2
     dataset = load_dataset("val", root, "id", workspace=tmp_path / "ws")
-    crops, errors = _decoded(dataset)
+    crops, errors = decoded_crops(dataset)
     extra = [dataset.sample_ids.index(f"{ID_WNIDS[1]}/extra_{k}.jpg") for k in range(2)]
     same = [dataset.sample_ids.index(f"{ID_WNIDS[1]}/img_{k}.jpg") for k in range(2)]
     np.testing.assert_array_equal(crops[extra], crops[same])  # the appended members hold the same bytes
@@ -223,7 +217,7 @@ def test_a_truncated_member_is_a_bad_file_not_a_crash(id_sets, tmp_path):
     with open(victim, "r+b") as handle:
         handle.truncate(last_offset + last_size // 2)
     dataset = load_dataset("val", root, "id")
-    _, errors = _decoded(dataset)
+    _, errors = decoded_crops(dataset)
     bad = {dataset.sample_ids[i]: str(e) for i, e in enumerate(errors) if e}
     assert list(bad) == [f"{ID_WNIDS[2]}/{last_name}"]
     assert bad[f"{ID_WNIDS[2]}/{last_name}"] == (
@@ -263,7 +257,7 @@ def test_a_damaged_row_group_is_a_bad_file(id_sets, tmp_path):
     data = bytearray(victim.read_bytes())
     data[4:2004] = bytes(2000)  # the first row group's pages; the footer (and so the index) stays valid
     victim.write_bytes(bytes(data))
-    _, errors = _decoded(dataset)
+    _, errors = decoded_crops(dataset)
     in_victim = [i for i in range(len(dataset)) if dataset.locators.location(int(dataset.locators.file[i])) ==
                  str(victim)]
     assert len(in_victim) == 7

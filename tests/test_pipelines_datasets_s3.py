@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from folders import decoded_crops, imagenet_folder, parquet_shards, tar_folder, webdataset_shards
 
+from cood.pool import ood_class_pool
 from pipelines.data import storage
 from pipelines.data.datasets import imagenet1k_wnids, load_dataset, load_folder, load_ood_split, ood_manifest_path
 from pipelines.errors import UserError
-from tests.folders import imagenet_folder, parquet_shards, tar_folder, webdataset_shards
-from tests.test_pipelines_datasets_formats import ID_WNIDS, OOD_WNIDS, _decoded
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
 SECRET = "uebench-test-secret-key-never-shown"
+ID_WNIDS = list(imagenet1k_wnids()[20:22])
+OOD_WNIDS = sorted(ood_class_pool().wnids)[200:202]
 BUCKET = "datasets"
 
 
@@ -70,9 +72,9 @@ def test_s3_roots_give_the_local_folders_samples_and_crops(s3, layout, tmp_path)
     dataset = load_dataset("val", uris[layout], "id", workspace=tmp_path / "ws")
     assert dataset.root == uris[layout] and dataset.format == layout
     assert dataset.sample_ids == reference.sample_ids and dataset.labels == reference.labels
-    crops, errors = _decoded(dataset)
+    crops, errors = decoded_crops(dataset)
     assert not any(errors)
-    np.testing.assert_array_equal(crops, _decoded(reference)[0])
+    np.testing.assert_array_equal(crops, decoded_crops(reference)[0])
     if layout != "folder":  # the index is cached in the (local) workspace and reused
         again = load_dataset("val", uris[layout], "id", workspace=tmp_path / "ws")
         assert again.sample_ids == dataset.sample_ids

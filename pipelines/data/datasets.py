@@ -292,7 +292,7 @@ def _load_located(
     if not index.names:
         raise UserError(f"dataset {root} ({fmt}) holds no images")
     integer_classes = class_list if class_list is not None else imagenet1k_wnids() if kind == "id" else None
-    wnids = _sample_wnids(index, integer_classes, root, fmt)
+    wnids = _sample_wnids(index, integer_classes, root)
     sample_ids = [f"{w}/{n}" for w, n in zip(wnids, index.names, strict=True)]
     if len(set(sample_ids)) != len(sample_ids):
         seen: set[str] = set()
@@ -317,7 +317,7 @@ def _load_located(
     )
 
 
-def _sample_wnids(index: archives.Index, classes: tuple[str, ...] | None, root: str, fmt: str) -> list[str]:
+def _sample_wnids(index: archives.Index, classes: tuple[str, ...] | None, root: str) -> list[str]:
     """Each indexed sample's wnid: its own, else its integer label looked up in ``classes``; UserError for a
     sample without a label, a label outside ``classes`` and a string that is no wnid."""
     out: list[str] = []
