@@ -16,7 +16,8 @@ Formats (``FORMATS``; chosen by :func:`detect_format` from the root's content or
   an image extension, the label a ``.cls`` (integer class index), ``.json`` (object with a ``wnid``) or
   ``.txt``/``.wnid`` (the wnid).
 - ``parquet``: Parquet shards ``*.parquet`` (the Hugging Face layout): column ``image`` (struct of ``bytes`` and
-  ``path``, or binary) and ``label`` (integer class index) or ``wnid`` (string).
+  ``path``, or binary) and ``label`` (integer class index) or ``wnid`` (string); a row whose ``path`` has no
+  image extension is skipped, like a folder's other files.
 
 An index row is ``(name, wnid, cls, start, length)`` per image: ``name`` its file name (the member's base name;
 Parquet rows without a path are ``<shard stem>_<row:08d>``), ``wnid`` its class ("" when only ``cls``, an
@@ -343,6 +344,8 @@ def _scan_parquet(handle, name: str, where: str) -> list[Row]:
     stem = _base(name).rsplit(".", 1)[0] or "rows"
     rows: list[Row] = []
     for row, (value, path) in enumerate(zip(labels, paths, strict=True)):
+        if path and not _is_image(path):
+            continue  # a row whose path names no image, as a folder's non-image files
         file_name = _base(path) if path else f"{stem}_{row:08d}"
         if kind == "wnid":
             rows.append((file_name, value or "", -1, row, -1))
