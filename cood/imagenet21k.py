@@ -180,11 +180,39 @@ def build_split(
     """
     _check_params(seed, per_class, n_estimation, min_images)
     images = list_class_images(root, pool_wnids)
+    return split_from_listing(
+        images, seed, pool_wnids=pool_wnids, pool_version=pool_version, per_class=per_class,
+        n_estimation=n_estimation, min_images=min_images, min_classes=min_classes, where=str(root),
+    )
+
+
+def split_from_listing(
+    images: dict[str, list[str]],
+    seed: int,
+    *,
+    pool_wnids: Iterable[str] | None = None,
+    pool_version: str | None = None,
+    per_class: int = 200,
+    n_estimation: int = 150,
+    min_images: int = 200,
+    min_classes: int = 1,
+    where: str = "the dataset",
+) -> SplitManifest:
+    """:func:`build_split` over a listing instead of a folder: ``images`` maps each wnid to its image file names
+    (any order), e.g. the members of an archive; only wnids matching the wnid pattern (and in ``pool_wnids`` when
+    given) are kept. The same names give the same manifest as the extracted folder, whatever held them.
+    """
+    _check_params(seed, per_class, n_estimation, min_images)
+    wanted = set(pool_wnids) if pool_wnids is not None else None
+    images = {
+        w: names for w, names in sorted(images.items())
+        if WNID_PATTERN.fullmatch(w) and (wanted is None or w in wanted)
+    }
     eligible = [w for w, names in images.items() if len(names) >= min_images]
     if len(eligible) < min_classes:
         scope = "pool classes" if pool_wnids is not None else "wnid folders"
         raise ValueError(
-            f"only {len(eligible)} of {len(images)} {scope} under {root} have >= {min_images} images; "
+            f"only {len(eligible)} of {len(images)} {scope} under {where} have >= {min_images} images; "
             f"need at least {min_classes} classes"
         )
     paths: list[str] = []

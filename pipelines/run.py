@@ -4,7 +4,7 @@ driver (pipelines.engine.driver). The layer above the engine and the analyses, b
 from __future__ import annotations
 
 import pipelines.analyses as analyses
-from pipelines.data.datasets import ImageDataset, load_flat, load_folder, load_ood_split
+from pipelines.data.datasets import ImageDataset, load_dataset, load_flat, load_ood_split
 from pipelines.engine.driver import RunContext, execute
 from pipelines.engine.run_config import RunConfig
 from pipelines.errors import UserError
@@ -12,7 +12,8 @@ from pipelines.zoo import resolve_all
 
 
 def load_datasets(config: RunConfig) -> list[ImageDataset]:
-    """Scan every configured dataset folder (UserError on a missing folder, bad layout or non-1k wnids)."""
+    """Scan or index every configured dataset (UserError on a missing root, bad layout, unreadable container,
+    bad label or non-1k wnids); container indexes are cached in the workspace (docs/datasets.md)."""
     loaded = []
     for ds in config.datasets:
         if ds.ground_truth is not None:
@@ -22,10 +23,13 @@ def load_datasets(config: RunConfig) -> list[ImageDataset]:
                 load_ood_split(
                     ds.name, ds.root, config.workspace, seed=config.seed, per_class=ds.per_class,
                     n_estimation=ds.n_estimation, min_images=ds.per_class, min_classes=config.analysis.cood_window,
+                    format=ds.format, classes=ds.classes,
                 )
             )
         else:
-            loaded.append(load_folder(ds.name, ds.root, ds.kind))
+            loaded.append(load_dataset(
+                ds.name, ds.root, ds.kind, workspace=config.workspace, format=ds.format, classes=ds.classes
+            ))
     return loaded
 
 

@@ -15,8 +15,8 @@ from pipelines.errors import UserError
 def config_from_flags(
     raw: dict[str, Any],
     models: list[str] | None,
-    id_root: Path | None,
-    ood_root: Path | None,
+    id_root: Path | str | None,
+    ood_root: Path | str | None,
     ray_address: str | None,
     analyses: list[str] | None,
     *,
@@ -46,7 +46,9 @@ def config_from_flags(
         if root is not None:
             names = [n for n, t in datasets.items() if isinstance(t, dict) and t.get("kind") == kind]
             previous = datasets.pop(names[0]) if names else {}
-            datasets[names[0] if names else default_name] = {**previous, "kind": kind, "root": str(root.resolve())}
+            previous.pop("format", None)  # detected from the new root
+            given = str(root) if "://" in str(root) else str(Path(root).resolve())
+            datasets[names[0] if names else default_name] = {**previous, "kind": kind, "root": given}
     ood_flags = (("per_class", per_class), ("n_estimation", n_estimation))
     ood_keys = {key: value for key, value in ood_flags if value is not None}
     if ood_keys:
@@ -82,8 +84,12 @@ def register(app: typer.Typer) -> None:
         model: list[str] | None = typer.Option(
             None, "--model", "-m", help="Model spec (repeatable), e.g. timm:resnet50.a1_in1k or timm:vit_*."
         ),
-        id_root: Path | None = typer.Option(None, "--id", help="ImageNet-1k val folder (<wnid>/<image>)."),
-        ood_root: Path | None = typer.Option(None, "--ood", help="ImageNet-21k-style OOD folder (<wnid>/<image>)."),
+        id_root: str | None = typer.Option(
+            None, "--id", help="ImageNet-1k val: folder, tars, shards or s3:// URI (docs/datasets.md)."
+        ),
+        ood_root: str | None = typer.Option(
+            None, "--ood", help="ImageNet-21k-style OOD set: folder, tar of tars, shards or s3:// URI."
+        ),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (host:port, auto)."),
         analysis: list[str] | None = typer.Option(
             None, "--analysis", "-a", help="Analysis to run (repeatable): selective, hsc, cood. Default: all."

@@ -1,17 +1,25 @@
-"""Image datasets in the ``<root>/<wnid>/<image>`` layout, with stable sample ids.
+"""Image datasets with stable sample ids, whatever holds the images (docs/datasets.md).
 
-``sample_id`` is the image path relative to the dataset root (POSIX separators), so outputs from different
-machines and runs join on it. ID datasets label each image with its ImageNet-1k index (timm's sorted-wnid
-order); OOD datasets label it with the index of its class in the sorted list of the dataset's wnids.
+A dataset is a folder ``<root>/<wnid>/<image>`` (or the flat val layout with a ground-truth file), or images kept
+in containers — per-synset tars, a tar of tars, WebDataset shards, Parquet shards (pipelines.data.archives) —
+locally or under an object-store URI (pipelines.data.storage). ``sample_id`` is ``<wnid>/<file name>``: the image
+path relative to the root of the extracted folder (POSIX separators), whatever the container, so outputs from
+different machines, runs and containers join on it and the C-OOD split does not depend on the container. ID
+datasets label each image with its ImageNet-1k index (timm's sorted-wnid order); OOD datasets label it with the
+index of its class in the sorted list of the dataset's wnids.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from common import IMAGE_EXTENSIONS, WNID_PATTERN
+from pipelines.data import archives, storage
 from pipelines.errors import UserError
 
 
@@ -23,25 +31,77 @@ def imagenet1k_wnids() -> tuple[str, ...]:
     return tuple(ImageNetInfo().label_names())
 
 
+@dataclass(frozen=True, eq=False)
+class Locators:
+    """Where each sample's bytes are, for a dataset not read as local image files (containers or an object store).
+
+    format: ``folder`` (one object per image under a URI), ``tar``, ``tars``, ``wds`` or ``parquet``
+    (pipelines.data.archives); base: the folder (or file) container names are relative to, a path or URI;
+    containers: (F,) :class:`~pipelines.data.archives.Container` with its size and mtime when indexed; per sample,
+    in dataset order: ``file`` (N,) int32 container position, ``start``/``length`` (N,) int64 the locator within
+    it — tar formats: byte offset and size of the member's data; Parquet: row index in the file and -1; folder:
+    0 and -1 (the whole object).
+    """
+
+    format: str
+    base: str
+    containers: tuple[archives.Container, ...]
+    file: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    def location(self, f: int) -> str:
+        """Full path or URI of container ``f``."""
+        return storage.join(self.base, self.containers[f].name)
+
+    def take(self, order: np.ndarray) -> Locators:
+        """The locators of samples ``order`` (positions), in that order."""
+        return Locators(self.format, self.base, self.containers, self.file[order], self.start[order],
+                        self.length[order])
+
+    def stamps(self) -> list[str]:
+        """Per sample, what identifies its bytes without reading them (pipelines.engine.identity): one object per
+        image -> ``size, mtime_ns`` (as for local files); a container member -> ``length, container mtime_ns,
+        start, container size, container name``, so a changed container changes every sample in it."""
+        stats = [(c.size, c.mtime_ns, c.name) for c in self.containers]
+        if self.format == "folder":
+            return [f"{stats[f][0]}\t{stats[f][1]}" for f in self.file.tolist()]
+        return [
+            f"{n}\t{stats[f][1]}\t{s}\t{stats[f][0]}\t{stats[f][2]}"
+            for f, s, n in zip(self.file.tolist(), self.start.tolist(), self.length.tolist(), strict=True)
+        ]
+
+
 @dataclass(frozen=True)
 class ImageDataset:
-    """A named image folder: sample ids, absolute paths and integer labels, sorted by sample id.
+    """A named image dataset: sample ids, integer labels and where each image is, sorted by sample id.
 
-    kind: "id" (labels index ImageNet-1k) or "ood" (labels index ``class_wnids``).
+    kind: "id" (labels index ImageNet-1k) or "ood" (labels index ``class_wnids``). root: the local folder, or
+    the root as given (an archive, a glob of shards, a URI). locators: None for local image files (``path``),
+    else where each sample's bytes are (:class:`Locators`).
     """
 
     name: str
-    root: Path
+    root: Path | str
     kind: str
     sample_ids: tuple[str, ...]
     labels: tuple[int, ...]
     class_wnids: tuple[str, ...]
+    locators: Locators | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
 
+    @property
+    def format(self) -> str:
+        """``folder`` for local image files (folder or flat layout), else the locators' format."""
+        return self.locators.format if self.locators is not None else "folder"
+
     def path(self, i: int) -> Path:
-        return self.root / self.sample_ids[i]
+        """The local file of sample ``i`` (local image files only)."""
+        if self.locators is not None:
+            raise ValueError(f"dataset {self.name} is read from {self.format} containers, not local files")
+        return Path(self.root) / self.sample_ids[i]
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -144,6 +204,140 @@ def load_folder(name: str, root: Path, kind: str) -> ImageDataset:
     return ImageDataset(name, root, kind, tuple(sample_ids), tuple(labels), class_wnids)
 
 
+def read_class_list(path: Path) -> tuple[str, ...]:
+    """Class index -> wnid from a text file with one wnid per line (line k is class k; blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"class list {path} does not exist")
+    wnids = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    bad = [w for w in wnids if not WNID_PATTERN.fullmatch(w)]
+    if bad or not wnids:
+        raise UserError(f"class list {path} must hold one wnid per line (e.g. n01440764), found {bad[:1] or 'none'}")
+    return wnids
+
+
+def _local_root(root: Path | str) -> Path | str:
+    return root if storage.is_uri(root) else Path(root).expanduser().resolve()
+
+
+def resolve_format(root: Path | str, fmt: str | None) -> str:
+    """``fmt`` when given (UserError unless one of ``archives.FORMATS``), else detected from the root's content."""
+    if fmt is not None:
+        if fmt not in archives.FORMATS:
+            raise UserError(f"unknown dataset format {fmt!r}; known: {', '.join(archives.FORMATS)}")
+        return fmt
+    try:
+        return archives.detect_format(str(root))
+    except archives.ArchiveError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read dataset root {root}: {' '.join(str(exc).split())}") from None
+
+
+def load_dataset(
+    name: str, root: Path | str, kind: str, *, workspace: Path | None = None, format: str | None = None,
+    classes: Path | None = None,
+) -> ImageDataset:
+    """Any supported dataset (module docstring): local ``<wnid>/`` folders through :func:`load_folder`, everything
+    else through its index (built once and cached under ``workspace`` when given).
+
+    ``classes``: a class list (:func:`read_class_list`) for integer labels of an OOD set; integer labels of an ID
+    set index ImageNet-1k in timm's order. UserError (one line) for a missing root, an unknown format, a container
+    that cannot be indexed, a sample without a label, a label outside the class list, an invalid wnid, or a
+    duplicate sample id.
+    """
+    if kind not in ("id", "ood"):
+        raise UserError(f"dataset kind must be 'id' or 'ood', got {kind!r}")
+    root = _local_root(root)
+    fmt = resolve_format(root, format)
+    if fmt == "folder" and not storage.is_uri(root):
+        return load_folder(name, Path(root), kind)
+    return _load_located(name, str(root), kind, fmt, workspace, read_class_list(classes) if classes else None)
+
+
+def _object_listing(root: str) -> tuple[str, archives.Index]:
+    """The ``<wnid>/<image>`` objects under a URI as an index (one container per image)."""
+    try:
+        entries = storage.list_files_recursive(root)
+    except OSError as exc:
+        raise UserError(f"cannot list {root}: {' '.join(str(exc).split())}") from None
+    keep = [
+        e for e in entries
+        if e.name.count("/") == 1 and WNID_PATTERN.fullmatch(e.name.partition("/")[0])
+        and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+    ]
+    containers = tuple(archives.Container(e.name, e.size, e.mtime_ns) for e in keep)
+    n = len(keep)
+    index = archives.Index(
+        containers, np.arange(n, dtype=np.int32), tuple(e.name.partition("/")[2] for e in keep),
+        tuple(e.name.partition("/")[0] for e in keep), np.full(n, -1, np.int64), np.zeros(n, np.int64),
+        np.full(n, -1, np.int64),
+    )
+    return root, index
+
+
+def _load_located(
+    name: str, root: str, kind: str, fmt: str, workspace: Path | None, class_list: tuple[str, ...] | None
+) -> ImageDataset:
+    if fmt == "folder":
+        base, index = _object_listing(root)
+    else:
+        cache = archives.index_path(workspace, fmt, root) if workspace is not None else None
+        try:
+            base, index, _ = archives.build_index(fmt, root, cache)
+        except archives.ArchiveError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"cannot read {root}: {' '.join(str(exc).split())}") from None
+    if not index.names:
+        raise UserError(f"dataset {root} ({fmt}) holds no images")
+    integer_classes = class_list if class_list is not None else imagenet1k_wnids() if kind == "id" else None
+    wnids = _sample_wnids(index, integer_classes, root)
+    sample_ids = [f"{w}/{n}" for w, n in zip(wnids, index.names, strict=True)]
+    if len(set(sample_ids)) != len(sample_ids):
+        seen: set[str] = set()
+        duplicate = next(s for s in sample_ids if s in seen or seen.add(s))
+        raise UserError(f"dataset {root} holds sample {duplicate} twice (sample ids are <wnid>/<file name>)")
+    if kind == "id":
+        class_wnids = imagenet1k_wnids()
+        unknown = sorted(set(wnids) - set(class_wnids))
+        if unknown:
+            raise UserError(
+                f"{len(unknown)} classes of {root} are not ImageNet-1k wnids (e.g. {unknown[0]}); "
+                "pass OOD sets as kind 'ood'"
+            )
+    else:
+        class_wnids = tuple(sorted(set(wnids)))
+    position = {w: i for i, w in enumerate(class_wnids)}
+    order = np.asarray(sorted(range(len(sample_ids)), key=sample_ids.__getitem__), dtype=np.int64)
+    locators = Locators(fmt, base, index.containers, index.file, index.start, index.length).take(order)
+    return ImageDataset(
+        name, root, kind, tuple(sample_ids[i] for i in order), tuple(position[wnids[i]] for i in order),
+        class_wnids, locators,
+    )
+
+
+def _sample_wnids(index: archives.Index, classes: tuple[str, ...] | None, root: str) -> list[str]:
+    """Each indexed sample's wnid: its own, else its integer label looked up in ``classes``; UserError for a
+    sample without a label, a label outside ``classes`` and a string that is no wnid."""
+    out: list[str] = []
+    for i, (wnid, cls) in enumerate(zip(index.wnids, index.cls.tolist(), strict=True)):
+        where = f"{root}: sample {index.names[i]} of {index.containers[int(index.file[i])].name or root}"
+        if not wnid:
+            if cls < 0:
+                what = "an invalid label" if cls < -1 else "no label (.cls, .json or .txt)"
+                raise UserError(f"{where} has {what}")
+            if classes is None:
+                raise UserError(f"{where} has only a class index: give the OOD set a class list (classes = \"...\")")
+            if cls >= len(classes):
+                raise UserError(f"{where} has label {cls}, outside 0..{len(classes) - 1} of the class list")
+            wnid = classes[cls]
+        elif not WNID_PATTERN.fullmatch(wnid):
+            raise UserError(f"{where} has class {wnid!r}, which is not a wnid like n01440764")
+        out.append(wnid)
+    return out
+
+
 def ood_manifest_path(workspace: Path, name: str) -> Path:
     """Where an OOD dataset's estimation/test split manifest lives: ``<workspace>/datasets/<name>/manifest.csv``."""
     return Path(workspace) / "datasets" / name / "manifest.csv"
@@ -151,7 +345,7 @@ def ood_manifest_path(workspace: Path, name: str) -> Path:
 
 def load_ood_split(
     name: str,
-    root: Path,
+    root: Path | str,
     workspace: Path,
     *,
     seed: int = 0,
@@ -160,29 +354,46 @@ def load_ood_split(
     min_images: int = 200,
     min_classes: int = 1,
     use_pool: bool = True,
+    format: str | None = None,
+    classes: Path | None = None,
 ) -> ImageDataset:
-    """An ImageNet-21k-style OOD folder restricted to the C-OOD class pool and sampled/split per class.
+    """An ImageNet-21k-style OOD set restricted to the C-OOD class pool and sampled/split per class.
 
     The split (cood.imagenet21k: sorted file names + per-class seeded RNG) is written as a manifest to
     :func:`ood_manifest_path`, so later analyses (``uebench cood build``) and other users can reuse it; the
-    dataset's samples are exactly the manifest's images, labelled with their class index.
+    dataset's samples are exactly the manifest's images, labelled with their class index. The split reads only
+    the ``<wnid>/<file name>`` listing, so it is the same for a folder and for any container of the same images.
     """
-    from cood.imagenet21k import build_split, write_manifest
+    from cood.imagenet21k import build_split, split_from_listing, write_manifest
     from cood.pool import ood_class_pool
 
-    root = Path(root).resolve()
-    _class_folders(root)
+    root = _local_root(root)
+    fmt = resolve_format(root, format)
     pool = ood_class_pool() if use_pool else None
+    params = {
+        "pool_wnids": pool.wnids if pool else None, "pool_version": pool.version if pool else None,
+        "per_class": per_class, "n_estimation": n_estimation, "min_images": min_images, "min_classes": min_classes,
+    }
+    full = None
     try:
-        manifest = build_split(
-            root, seed, pool_wnids=pool.wnids if pool else None, pool_version=pool.version if pool else None,
-            per_class=per_class, n_estimation=n_estimation, min_images=min_images, min_classes=min_classes,
-        )
+        if fmt == "folder" and not storage.is_uri(root):
+            _class_folders(Path(root))
+            manifest = build_split(root, seed, **params)
+        else:
+            full = load_dataset(name, root, "ood", workspace=workspace, format=fmt, classes=classes)
+            listing: dict[str, list[str]] = {}
+            for sample_id in full.sample_ids:
+                wnid, _, file_name = sample_id.partition("/")
+                listing.setdefault(wnid, []).append(file_name)
+            manifest = split_from_listing(listing, seed, where=str(root), **params)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     write_manifest(manifest, ood_manifest_path(workspace, name))
     order = sorted(range(len(manifest.paths)), key=manifest.paths.__getitem__)
-    return ImageDataset(
-        name, root, "ood", tuple(manifest.paths[i] for i in order),
-        tuple(int(manifest.class_index[i]) for i in order), tuple(manifest.wnids),
-    )
+    sample_ids = tuple(manifest.paths[i] for i in order)
+    labels = tuple(int(manifest.class_index[i]) for i in order)
+    if full is None:
+        return ImageDataset(name, root, "ood", sample_ids, labels, tuple(manifest.wnids))
+    position = {s: i for i, s in enumerate(full.sample_ids)}
+    take = np.asarray([position[s] for s in sample_ids], dtype=np.int64)
+    return ImageDataset(name, root, "ood", sample_ids, labels, tuple(manifest.wnids), full.locators.take(take))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -91,9 +92,12 @@ def decode(path: Path, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return decode_crops(path, (pre,), max_pixels)[0]
 
 
-def decode_crops(path: Path, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
+def decode_crops(
+    path: Path | BinaryIO, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[np.ndarray]:
     """Load one image file once and return its eval crop for each of ``pres``: ``(S, S, 3) uint8`` each, with
     S = that preprocessing's ``input_size`` (the file is read, decoded and made RGB once, then cropped per entry).
+    ``path`` may also be a binary file object holding the image's bytes (an archive member).
 
     ``max_pixels`` bounds width × height, checked on the header before any pixel data is read (so a
     decompression bomb costs a header read). PIL's own bomb check (``Image.MAX_IMAGE_PIXELS``) is bypassed for
@@ -144,7 +148,7 @@ def decode_or_error(
 
 
 def decode_crops_or_error(
-    path: Path, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS
+    path: Path | BinaryIO, pres: Sequence[Preprocess], max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[list[np.ndarray] | None, str | None]:
     """Never-raising :func:`decode_crops`: ``(crops, None)`` or ``(None, "ImageError: <reason>")``."""
     try:

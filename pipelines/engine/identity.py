@@ -10,7 +10,10 @@ claim is provably the one the run would make now and the file is intact (docs/en
 - **Sample fingerprint.** SHA-256 over the shard's ``sample_id, label, size, mtime_ns`` lines in sample-id
   order. File size and modification time (not content hashes: reading 1.5 TB of ImageNet-21k to hash it
   would cost more than the inference) catch replaced, edited, truncated, added and removed images; a
-  replacement that keeps both size and mtime (``cp --preserve`` of a same-size file) is not detected.
+  replacement that keeps both size and mtime (``cp --preserve`` of a same-size file) is not detected. An
+  image inside a container (tar, WebDataset or Parquet shard) stands for ``length, container mtime_ns,
+  offset, container size, container name`` instead (:func:`sample_stamps`): any change to its container
+  changes the fingerprint of every sample in it.
 - **Identity.** Model spec and id, a weights identity (:func:`weights_identity`), the preprocessing,
   every option that changes the numbers (κ columns, model-in-the-loop options, precision, stored columns,
   pixel limit), the dataset, shard, shard count and sample fingerprint, and :data:`OUTPUT_FORMAT`.
@@ -83,6 +86,16 @@ def file_stats(paths: list[Path], threads: int = 16) -> tuple[np.ndarray, np.nda
     return arr[:, 0].copy(), arr[:, 1].copy()
 
 
+def sample_stamps(dataset: ImageDataset) -> list[str]:
+    """Per sample, what identifies its bytes without reading them: ``size\tmtime_ns`` of a local file (-1 when it
+    cannot be stat'ed) or an object; for a container member its length, offset and the container's name, size and
+    mtime (:meth:`pipelines.data.datasets.Locators.stamps`, recorded when the index was built)."""
+    if dataset.locators is not None:
+        return dataset.locators.stamps()
+    sizes, mtimes = file_stats([dataset.path(i) for i in range(len(dataset))])
+    return [f"{s}\t{m}" for s, m in zip(sizes.tolist(), mtimes.tolist(), strict=True)]
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """The shards of one dataset: ``shard`` (N,) shard of each sample (dataset order), ``fingerprints``
@@ -98,7 +111,7 @@ class ShardPlan:
 def plan_shards(dataset: ImageDataset, num_shards: int) -> ShardPlan:
     """Assign every sample of ``dataset`` to its shard and fingerprint each non-empty shard."""
     shard = shard_assignment(dataset.sample_ids, num_shards)
-    sizes, mtimes = file_stats([dataset.path(i) for i in range(len(dataset))])
+    stamps = sample_stamps(dataset)
     order = np.argsort(shard, kind="stable")  # dataset order (sorted sample ids) within each shard
     bounds = np.searchsorted(shard[order], np.arange(num_shards + 1))
     fingerprints: dict[int, str] = {}
@@ -109,7 +122,7 @@ def plan_shards(dataset: ImageDataset, num_shards: int) -> ShardPlan:
             continue
         digest = hashlib.sha256()
         for i in idx:
-            digest.update(f"{dataset.sample_ids[i]}\t{dataset.labels[i]}\t{sizes[i]}\t{mtimes[i]}\n".encode())
+            digest.update(f"{dataset.sample_ids[i]}\t{dataset.labels[i]}\t{stamps[i]}\n".encode())
         fingerprints[s] = digest.hexdigest()
         members[s] = idx
     return ShardPlan(dataset.name, num_shards, shard, fingerprints, members)

@@ -12,9 +12,10 @@ Example (every key but ``models`` and one dataset is optional)::
     root = "/data/imagenet/val"
     # ... or the flat layout: root = "/data/ILSVRC2012_img_val" and ground_truth = "/data/LOC_val_solution.csv"
 
-    [datasets.imagenet21k]                        # OOD: any <wnid>/<image> folder, restricted to the C-OOD pool
+    [datasets.imagenet21k]                        # OOD: any <wnid>/<image> set, restricted to the C-OOD pool
     kind = "ood"
-    root = "/data/fall11_whole"
+    root = "/data/fall11_whole.tar"               # a folder, per-synset tars, a tar of tars, shards, s3://...
+    format = "tars"                               # folder | tar | tars | wds | parquet (default: detected)
     per_class = 200                               # images sampled per class (classes with fewer are dropped)
     n_estimation = 150                            # of which estimate class severity; the rest are the test set
 
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.analysis_options import DEFAULTS, LOGIT_KAPPAS, AnalysisOptions
+from pipelines.data.archives import FORMATS
 from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
 from pipelines.engine.identity import DEFAULT_SHARDS
 from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
@@ -81,22 +83,26 @@ REMOVED_KEYS = {
     "keep_decode_cache": "[inference] keep_decode_cache was removed: crops stream through Ray's object store, "
     "there is no decode cache on disk any more",
 }
-DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation"}
+DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation", "format", "classes"}
 COOD_KEYS = {"window", "levels"}
 HSC_KEYS = {"repetitions"}
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One dataset: name, kind (id | ood), root folder, optional flat-layout ground-truth file; OOD sets are
-    sampled per class (cood.md §1): ``per_class`` images of which ``n_estimation`` estimate class severity."""
+    """One dataset: name, kind (id | ood), root (a folder, an archive, a glob of shards or an ``s3://`` URI),
+    optional flat-layout ground-truth file; OOD sets are sampled per class (cood.md §1): ``per_class`` images of
+    which ``n_estimation`` estimate class severity. ``format``: one of pipelines.data.archives.FORMATS, None to
+    detect it from the root; ``classes``: class list for integer labels of an OOD set (docs/datasets.md)."""
 
     name: str
     kind: str
-    root: Path
+    root: Path | str
     ground_truth: Path | None = None
     per_class: int = 200
     n_estimation: int = 150
+    format: str | None = None
+    classes: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -156,8 +162,16 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             raise UserError(f"{where} kind must be \"id\" or \"ood\", got {kind!r}")
         if "root" not in table:
             raise UserError(f"{where} needs root = \"/path/to/images\"")
-        root = (base / _typed(f"{where} root", table["root"], str, "a path")).expanduser()
         truth = table.get("ground_truth")
+        given = _typed(f"{where} root", table["root"], str, "a path or URI")
+        root = given if "://" in given else (base / given).expanduser()
+        fmt = table.get("format")
+        if fmt is not None and fmt not in FORMATS:
+            raise UserError(f"{where} format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        classes = table.get("classes")
+        classes_path = (base / _typed(f"{where} classes", classes, str, "a path")) if classes is not None else None
+        if truth is not None and (fmt not in (None, "folder") or "://" in given):
+            raise UserError(f"{where} ground_truth is for a local flat folder of images, not format {fmt or given!r}")
         truth_path = (base / _typed(f"{where} ground_truth", truth, str, "a path")) if truth is not None else None
         per_class = _typed(f"{where} per_class", table.get("per_class", DatasetConfig.per_class), int,
                            "a positive integer")
@@ -165,7 +179,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
                               "a positive integer")
         if not 0 < n_estimation < per_class:
             raise UserError(f"{where} needs 0 < n_estimation < per_class, got {n_estimation} and {per_class}")
-        datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation))
+        datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation, fmt, classes_path))
     for kind in ("id", "ood"):
         named = [d.name for d in datasets if d.kind == kind]
         if len(named) > 1:

@@ -3,8 +3,9 @@
 For each preprocessing signature one Ray Data pipeline runs over every (dataset, shard) that some model of that
 signature still needs (docs/engine.md):
 
-1. **Listing** (driver): blocks of at most ``batch_size`` rows (dataset, shard, block, sample index, path), one
-   shard per block, so a block's MC-dropout seed and its rows never depend on scheduling.
+1. **Listing** (driver): blocks of at most ``batch_size`` rows (dataset, shard, block, sample index, and where
+   the image is: a local file, or a container and the offset in it), one shard per block, so a block's
+   MC-dropout seed and its rows never depend on scheduling.
 2. **Decode** (CPU ``map_batches`` tasks, ``decode_cpus`` each): each image decoded and cropped once per
    signature (pipelines.data.preprocess); an image that cannot be decoded becomes an error string in its row.
 3. **Models** (``map_batches`` over an actor pool, :class:`ModelStage`): each actor loads its models once, in
@@ -13,7 +14,7 @@ signature still needs (docs/engine.md):
 4. **Sink** (driver): each block's rows are appended to one streaming Parquet writer per (model, shard); when
    a shard's last block arrives its files are committed and their manifests written (pipelines.engine.identity).
 
-Workers read only the dataset files (same path on every node) and never the workspace: crops and outputs travel
+Workers read only the dataset (same path or URI on every node) and never the workspace: crops and outputs travel
 through Ray's object store, whose share for this pipeline is capped by ``budget_bytes`` (Ray Data's
 ``resource_limits.object_store_memory``): decode stops running ahead when the models fall behind, so memory is
 bounded by configuration, not by the dataset. Only the driver writes files.
@@ -97,21 +98,39 @@ def crop_column(j: int) -> str:
 
 
 def decode_block(batch: dict[str, np.ndarray], pres: list, max_pixels: int) -> dict[str, np.ndarray]:
-    """Decode stage: ``path`` -> ``crop<j> (n, S_j, S_j, 3) uint8`` for each preprocessing ``pres[j]`` (each file
-    read and decoded once, then cropped per signature) and ``error`` ("" when decoded; zero crops else)."""
+    """Decode stage: each row's image -> ``crop<j> (n, S_j, S_j, 3) uint8`` for each preprocessing ``pres[j]`` (each
+    image read and decoded once, then cropped per signature) and ``error`` ("" when decoded; zero crops else).
+
+    A row names its image by locator (:func:`_listing_blocks`): ``format`` "file" reads the local file ``file``;
+    any other format reads the bytes at ``(file, start, length)`` (pipelines.data.archives.read_samples: each
+    container opened once per block, members read by offset). A read failure is the row's error, like a decode
+    failure."""
+    import io
+
+    from pipelines.data.archives import read_samples
     from pipelines.data.preprocess import decode_crops_or_error
 
-    n = len(batch["path"])
+    n = len(batch["file"])
     crops = [np.zeros((n, pre.input_size, pre.input_size, 3), dtype=np.uint8) for pre in pres]
     errors = np.full(n, "", dtype=object)
-    for i, path in enumerate(batch["path"]):
-        decoded, error = decode_crops_or_error(Path(str(path)), pres, max_pixels)
+    formats = [str(f) for f in batch["format"]]
+    sources: list[Any] = [Path(str(f)) for f in batch["file"]]
+    for fmt in sorted(set(formats) - {"file"}):
+        rows = [i for i, f in enumerate(formats) if f == fmt]
+        got = read_samples(fmt, [str(batch["file"][i]) for i in rows], batch["start"][rows], batch["length"][rows])
+        for i, data in zip(rows, got, strict=True):
+            sources[i] = io.BytesIO(data) if isinstance(data, bytes) else f"ImageError: {data}"
+    for i, source in enumerate(sources):
+        if isinstance(source, str):
+            errors[i] = source
+            continue
+        decoded, error = decode_crops_or_error(source, pres, max_pixels)
         if decoded is None:
             errors[i] = error
         else:
             for column, crop in zip(crops, decoded, strict=True):
                 column[i] = crop
-    out = {key: value for key, value in batch.items() if key != "path"}
+    out = {key: value for key, value in batch.items() if key not in LOCATOR_COLUMNS}
     for j, column in enumerate(crops):
         out[crop_column(j)] = column
     out["error"] = errors
@@ -274,10 +293,34 @@ def plan_run(
 Progress = Callable[[str, int, int], None]  # (stage description, images done, images total)
 
 
+LOCATOR_COLUMNS = ("format", "file", "start", "length")
+
+
+def _locator_columns(d: ImageDataset, part: np.ndarray) -> dict[str, pa.Array]:
+    """Where the rows ``part`` (dataset positions) read their image: ``format`` ("file" for local image files,
+    else the dataset's container format), ``file`` (path or URI), ``start``/``length`` (the locator)."""
+    n = len(part)
+    if d.locators is None:
+        return {
+            "format": pa.array(["file"] * n, type=pa.string()),
+            "file": pa.array([str(d.path(int(i))) for i in part], type=pa.string()),
+            "start": pa.array(np.zeros(n, dtype=np.int64)),
+            "length": pa.array(np.full(n, -1, dtype=np.int64)),
+        }
+    loc = d.locators
+    return {
+        "format": pa.array([loc.format] * n, type=pa.string()),
+        "file": pa.array([loc.location(f) for f in loc.file[part].tolist()], type=pa.string()),
+        "start": pa.array(loc.start[part].astype(np.int64)),
+        "length": pa.array(loc.length[part].astype(np.int64)),
+    }
+
+
 def _listing_blocks(
     datasets: list[ImageDataset], plan: Plan, wanted: dict[str, set[int]], batch_size: int
 ) -> tuple[list[pa.Table], dict[tuple[int, int], int]]:
-    """Blocks of ≤ ``batch_size`` rows, one (dataset, shard) each; and the row count of every wanted shard."""
+    """Blocks of ≤ ``batch_size`` rows, one (dataset, shard) each; and the row count of every wanted shard.
+    Rows carry their image's locator (:func:`_locator_columns`), so decode workers need nothing but the data."""
     blocks: list[pa.Table] = []
     counts: dict[tuple[int, int], int] = {}
     for di, d in enumerate(datasets):
@@ -292,7 +335,7 @@ def _listing_blocks(
                     "shard": pa.array(np.full(len(part), s, dtype=np.int32)),
                     "block": pa.array(np.full(len(part), b, dtype=np.int32)),
                     "idx": pa.array(part.astype(np.int64)),
-                    "path": pa.array([str(d.path(int(i))) for i in part], type=pa.string()),
+                    **_locator_columns(d, part),
                 }))
     return blocks, counts
 
