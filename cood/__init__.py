@@ -14,6 +14,6 @@ _ATTRS = {
     "SeverityLevels": ("cood.severity", "SeverityLevels"),
     "evaluate_levels": ("cood.evaluate", "evaluate_levels"),
 }
-_SUBMODULES = {"confidence", "pool", "severity", "evaluate", "imagenet21k", "export"}
+_SUBMODULES = {"confidence", "detectors", "pool", "severity", "evaluate", "imagenet21k", "export"}
 
 __getattr__, __all__ = lazy_exports("cood", _ATTRS, _SUBMODULES)
