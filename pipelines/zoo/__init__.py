@@ -21,7 +21,8 @@ and reports them in :attr:`Resolution.skipped`.
 Modules: ``registry`` (shared types, the one source registry), one module per source (``timm_models``,
 ``torchvision_models``, ``open_clip_models`` with ``clip_zeroshot``, ``lite``), each registering itself on
 import, ``specs`` (the spec grammar above), ``build`` (networks from resolved specs). This package imports
-them in that order and hands their public names on.
+them in that order and hands their public names on. ``features`` (logits and penultimate features from one
+forward pass, the final linear layer) imports torch and is imported on demand: ``pipelines.zoo.features``.
 """
 
 from pipelines.zoo.build import build_model, count_params, weights_fingerprint

@@ -274,10 +274,13 @@ class ClipZeroShot(nn.Module):
         self.learned_logit_scale = float(scale.detach().exp()) if isinstance(scale, torch.Tensor) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.clip.encode_image(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            features = F.normalize(features.float(), dim=-1)
-            return LOGIT_SCALE * features @ self.class_vectors.T
+        return self.logits_from_embedding(self.clip.encode_image(x))
+
+    def logits_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``(B, E)`` image embedding (``clip.encode_image``) -> ``(B, 1000) float32`` logits 100 · cos."""
+        with torch.autocast(device_type=embedding.device.type, enabled=False):
+            unit = F.normalize(embedding.float(), dim=-1)
+            return LOGIT_SCALE * unit @ self.class_vectors.T
 
 
 def build_zero_shot(ms: ModelSpec) -> ClipZeroShot:
