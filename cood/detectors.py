@@ -486,12 +486,12 @@ def fit_react(
     features: np.ndarray, head: LinearHead, *, percentile: float = 90.0, fit_set_sha256: str = ""
 ) -> ReActStats:
     """Sun et al. 2021: c = the ``percentile``-th percentile (numpy's linear interpolation) of every activation
-    of the fit features, flattened."""
+    of the fit features, flattened (computed in the features' dtype, fp16 widened to float32)."""
     x = _fit_matrix(features, "features")
     head = _check_head(head, x.shape[1], "react")
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-    threshold = float(np.percentile(x, percentile))
+    threshold = float(np.percentile(x if x.dtype.itemsize >= 4 else x.astype(np.float32), percentile))
     params = {"percentile": float(percentile), "threshold": threshold}
     provenance = Provenance("react", fit_set_sha256, x.shape[0], x.shape[1], params)
     return ReActStats(threshold, float(percentile), head, provenance)
