@@ -89,14 +89,16 @@ def base_knn_score(bank, q, k):
 
 
 def base_vim_fit(x, head, dim):
-    u = -np.linalg.pinv(head.weight) @ head.bias
-    centred = x.astype(np.float64) - u
-    cov = centred.T @ centred / len(x)
-    vals, vecs = np.linalg.eig(cov)
-    null = np.ascontiguousarray(np.real(vecs[:, np.argsort(vals * -1)[dim:]]))
-    logits = x @ head.weight.T + head.bias
-    alpha = logits.max(axis=-1).mean() / np.linalg.norm(centred @ null, axis=-1).mean()
-    return u, null, alpha
+    """ViM's fit as its formula reads, in plain numpy: origin u = −W⁺b, the eigenvectors of the covariance of
+    x − u beyond the ``dim`` largest eigenvalues (general eigensolver), α = mean max logit / mean residual norm."""
+    origin = -(np.linalg.pinv(head.weight) @ head.bias)
+    centred = x.astype(np.float64) - origin
+    eigenvalues, eigenvectors = np.linalg.eig(centred.T @ centred / len(x))
+    largest_first = np.argsort(-eigenvalues.real)
+    residual_basis = eigenvectors[:, largest_first[dim:]].real.copy()
+    max_logit = (x @ head.weight.T + head.bias).max(axis=1)
+    alpha = max_logit.mean() / np.linalg.norm(centred @ residual_basis, axis=1).mean()
+    return origin, residual_basis, alpha
 
 
 def base_vim_score(stats, q, head):
