@@ -28,7 +28,8 @@ from rich.console import Console
 
 from pipelines.analysis_options import AnalysisOptions
 from pipelines.data.datasets import ImageDataset, ood_manifest_path
-from pipelines.engine.inference import InferenceOptions, InferenceReport, cluster_gpus, init_ray
+from pipelines.engine.detectors import DetectorSettings
+from pipelines.engine.inference import InferenceOptions, InferenceReport, TaskResult, cluster_gpus, init_ray
 from pipelines.engine.lifecycle import WorkspaceLock, interrupted_note, mark_interrupted_runs, remove_stale_temp
 from pipelines.engine.provenance import code_version, device_description, library_versions
 from pipelines.engine.stream import EngineSettings, Plan, run_inference
@@ -223,6 +224,8 @@ def execute(
     console: Console | None = None,
     command: str = "uebench run",
     metadata_overrides: Overrides | None = None,
+    detectors: DetectorSettings | None = None,
+    fit_set: ImageDataset | None = None,
 ) -> RunContext:
     """Run inference for every (model, dataset), then each analysis, ingesting everything; returns the context.
 
@@ -233,7 +236,9 @@ def execute(
     Ctrl-C marks the run ``interrupted``, disconnects from Ray (which cancels this driver's Ray work) and re-raises
     KeyboardInterrupt. ``settings.gpus_per_actor`` None-like 0 with GPUs in the cluster: one GPU per model actor
     unless ``inference.device`` is "cpu". ``metadata_overrides``: the user's model metadata override file
-    (``models`` regime columns; docs/models.md).
+    (``models`` regime columns; docs/models.md). ``detectors`` with its ``fit_set``: the detectors are fitted on
+    the fit set first (pipelines.engine.detectors; a model whose fit fails is failed for the run) and scored as
+    κ columns ``det_<name>`` during inference.
     """
     from results.store import Store
 
@@ -254,7 +259,7 @@ def execute(
         try:
             return _execute_locked(
                 models, datasets, workspace, analyses, run_id, run_row, log, options, config or {},
-                inference, settings, ray_address, num_cpus, metadata_overrides,
+                inference, settings, ray_address, num_cpus, metadata_overrides, detectors, fit_set,
             )
         except KeyboardInterrupt:
             if run_row:
@@ -272,6 +277,28 @@ def execute(
             raise
         finally:
             log.close()
+
+
+def _fit_detectors(
+    models: list[ModelSpec], fit_set: ImageDataset, workspace: Path, inference: InferenceOptions,
+    detectors: DetectorSettings, log: RunLog,
+) -> tuple[list[ModelSpec], dict[int, dict[str, Any]], list[TaskResult], InferenceOptions]:
+    """The fit phase (pipelines.engine.detectors.fit_all): the models whose detectors are fitted, their
+    statistics by index into that list, a failed task (dataset = the fit set, shard -1) per other model, and the
+    inference options carrying the detectors and the fit set's fingerprint."""
+    from pipelines.engine.detectors import fit_all, fit_set_sha256
+
+    sha = fit_set_sha256(fit_set)
+    log.line(f"detectors: fitting {', '.join(detectors.names)} on {fit_set.name} ({len(fit_set)} images, "
+             f"fingerprint {sha[:12]})")
+    fitted = fit_all(models, fit_set, workspace, inference, detectors, sha, on_line=log.line)
+    failures = [
+        TaskResult(models[k].model_id, fit_set.name, -1, "failed", error=error, attempts=0)
+        for k, error in sorted(fitted.errors.items())
+    ]
+    keep = [k for k in range(len(models)) if k in fitted.stats]
+    options = dataclasses.replace(inference, detectors=detectors.names, detector_fit_sha256=sha)
+    return [models[k] for k in keep], {i: fitted.stats[k] for i, k in enumerate(keep)}, failures, options
 
 
 def _disconnect_ray() -> None:
@@ -297,6 +324,8 @@ def _execute_locked(
     ray_address: str | None,
     num_cpus: int | None,
     metadata_overrides: Overrides | None = None,
+    detectors: DetectorSettings | None = None,
+    fit_set: ImageDataset | None = None,
 ) -> RunContext:
     from results.store import Store
 
@@ -332,10 +361,15 @@ def _execute_locked(
             where = f"shard {shard}" if shard >= 0 else "stale file"
             log.line(f"recomputing {model_id} on {dataset} {where}: {why}", style="yellow")
 
+    scored, stats, fit_failures = models, None, []
+    if detectors is not None and fit_set is not None:
+        scored, stats, fit_failures, inference = _fit_detectors(models, fit_set, workspace, inference, detectors, log)
     report = run_inference(
-        models, datasets, workspace, options=inference, settings=settings, run_id=run_id,
+        scored, datasets, workspace, options=inference, settings=settings, run_id=run_id,
         on_progress=lambda stage, done, total: log.progress(f"inference {stage}", done, total), on_plan=on_plan,
+        detector_stats=stats,
     )
+    report.results.extend(fit_failures)
     results = report.results
     for r in results:
         if r.status == "failed":

@@ -26,6 +26,11 @@ TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCC
 
 
 
+def detector_column(name: str) -> str:
+    """The κ column of feature-space detector ``name`` (``det_mahalanobis``, ...)."""
+    return f"det_{name}"
+
+
 class TransientError(RuntimeError):
     """An error worth retrying (device hiccup, lost connection): Ray retries the task."""
 
@@ -40,7 +45,10 @@ class InferenceOptions:
     (batch b of shard s uses seed + 1_000_003 · s + b, recorded in the shard metadata); drop_rate: timm
     models are built with this classifier dropout (None = timm's default, often 0: nothing for MC dropout);
     ood_logits: store full logits for OOD datasets too (ID logits are always stored; cood.md §8);
-    max_image_pixels: images with more pixels are bad files, not decoded (decompression bombs)."""
+    max_image_pixels: images with more pixels are bad files, not decoded (decompression bombs);
+    detectors: feature-space detectors (cood.detectors names) scored next to the forward pass, one κ column
+    ``det_<name>`` each, from statistics fitted on the fit set whose sample fingerprint is ``detector_fit_sha256``
+    (pipelines.engine.detectors)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -54,6 +62,12 @@ class InferenceOptions:
     drop_rate: float | None = None
     ood_logits: bool = True
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    detectors: tuple[str, ...] = ()
+    detector_fit_sha256: str = ""
+
+    def kappa_columns(self) -> tuple[str, ...]:
+        """Every per-sample κ column a model writes: logit κ, model-in-the-loop κ, then ``det_<name>``."""
+        return (*self.confidences, *self.model_confidences, *(detector_column(n) for n in self.detectors))
 
     def precision(self) -> str:
         return "bf16-autocast" if self.amp else "fp32"
@@ -115,14 +129,18 @@ def _host_batch(crops: np.ndarray, pin: bool):
 
 
 def forward_all(
-    model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, seed_key: int = 0
+    model, crops: np.ndarray, ms: ModelSpec, opts: InferenceOptions, seed_key: int = 0, extractor=None,
+    features: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """Logits ``(N, 1000) float32`` of all crops and the requested model-in-the-loop columns (name -> (N,));
     halves the batch on out-of-memory. Returns (logits, model confidence columns, final batch size).
 
     The logits stay on the device until the end, so on CUDA the host copies the next batch into pinned memory
     while the device still runs the previous one (the model-in-the-loop columns synchronise per batch).
-    ``seed_key``: MC dropout's batch b uses seed + 1_000_003 · seed_key + b (the engine passes shard · 4096 + block)."""
+    ``seed_key``: MC dropout's batch b uses seed + 1_000_003 · seed_key + b (the engine passes shard · 4096 + block).
+    ``extractor``: a :class:`pipelines.zoo.features.FeatureExtractor` of ``model``; then logits and penultimate
+    features come from the same forward pass and each batch's ``(b, D) float32`` features are appended to
+    ``features`` (in crop order)."""
     import torch
 
     import pipelines.engine.model_confidence as model_confidence
@@ -142,7 +160,10 @@ def forward_all(
             if use_cuda and opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and opts.amp):
-                logits = model(x).float()
+                if extractor is None:
+                    logits = model(x).float()
+                else:
+                    logits, feats = extractor(x)
             columns = (
                 model_confidence.compute(
                     model, x, ms.preprocess.std, opts.model_confidences, logits=logits.cpu().numpy(),
@@ -159,6 +180,8 @@ def forward_all(
                 torch.cuda.empty_cache()
             continue
         outputs.append(logits)
+        if extractor is not None and features is not None:
+            features.append(feats.cpu().numpy())
         for name, values in columns.items():
             extra[name].append(values)
         start += len(chunk)

@@ -49,6 +49,17 @@ Example (every key but ``models`` and one dataset is optional)::
     mc_passes = 30
     drop_rate = 0.2         # timm models: classifier dropout to build with, so MC dropout has something to sample
     ood_logits = false      # full OOD logits too (fp32: ≈9 GB per model for the whole pool); κ columns are always kept
+
+    [datasets.imagenet-train]                     # role fit: ImageNet-1k labelled images the detectors are fitted on
+    kind = "fit"                                  # (never evaluated; must share no file with the evaluated sets)
+    root = "/data/imagenet/train"
+
+    [detectors]             # feature-space OOD detectors (docs/detectors.md), each one more κ column det_<name>
+    names = ["mahalanobis", "knn", "vim"]
+    fit = "imagenet-train"  # the dataset of kind "fit"
+    fit_per_class = 100     # seeded sample of this many images per class (default: every image)
+    seed = 0                # that sample's seed (default: the run's seed)
+    feature_budget_mib = 1024   # most fit-set feature MiB held at once (one model's n_fit × D float32)
 """
 
 from __future__ import annotations
@@ -61,14 +72,16 @@ from typing import Any
 from pipelines.analysis_options import DEFAULTS, LOGIT_KAPPAS, AnalysisOptions
 from pipelines.data.archives import FORMATS
 from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
+from pipelines.engine.detectors import DEFAULT_FEATURE_BUDGET_BYTES, DetectorSettings
 from pipelines.engine.identity import DEFAULT_SHARDS
-from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions
+from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions, detector_column
 from pipelines.engine.stream import EngineSettings
 from pipelines.errors import UserError
 from results.model_metadata import Overrides, load_overrides
 
 KNOWN_KEYS = {
-    "workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc", "model_metadata"
+    "workspace", "models", "datasets", "ray", "inference", "analyses", "seed", "cood", "hsc", "model_metadata",
+    "detectors",
 }
 RAY_KEYS = {
     "address", "num_cpus", "num_gpus", "cpus_per_task", "gpus_per_task", "model_actors", "decode_cpus",
@@ -85,12 +98,14 @@ REMOVED_KEYS = {
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation", "format", "classes"}
 COOD_KEYS = {"window", "levels"}
+DETECTOR_KEYS = {"names", "fit", "fit_per_class", "seed", "feature_budget_mib"}
 HSC_KEYS = {"repetitions"}
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One dataset: name, kind (id | ood), root (a folder, an archive, a glob of shards or an ``s3://`` URI),
+    """One dataset: name, kind (id | ood | fit: the detectors' ImageNet-1k fit set, not evaluated), root (a
+    folder, an archive, a glob of shards or an ``s3://`` URI),
     optional flat-layout ground-truth file; OOD sets are sampled per class (cood.md §1): ``per_class`` images of
     which ``n_estimation`` estimate class severity. ``format``: one of pipelines.data.archives.FORMATS, None to
     detect it from the root; ``classes``: class list for integer labels of an OOD set (docs/datasets.md)."""
@@ -122,6 +137,7 @@ class RunConfig:
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     raw: dict[str, Any] = field(default_factory=dict)
     metadata_overrides: Overrides | None = None  # ``model_metadata`` file, read and checked
+    detectors: DetectorSettings | None = None  # ``[detectors]``: feature-space detectors and their fit set
 
     @property
     def seed(self) -> int:
@@ -158,8 +174,8 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         _typed(where, table, dict, "a table")
         _unknown(where, table, DATASET_KEYS)
         kind = table.get("kind")
-        if kind not in ("id", "ood"):
-            raise UserError(f"{where} kind must be \"id\" or \"ood\", got {kind!r}")
+        if kind not in ("id", "ood", "fit"):
+            raise UserError(f"{where} kind must be \"id\", \"ood\" or \"fit\", got {kind!r}")
         if "root" not in table:
             raise UserError(f"{where} needs root = \"/path/to/images\"")
         truth = table.get("ground_truth")
@@ -180,7 +196,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         if not 0 < n_estimation < per_class:
             raise UserError(f"{where} needs 0 < n_estimation < per_class, got {n_estimation} and {per_class}")
         datasets.append(DatasetConfig(name, kind, root, truth_path, per_class, n_estimation, fmt, classes_path))
-    for kind in ("id", "ood"):
+    for kind in ("id", "ood", "fit"):
         named = [d.name for d in datasets if d.kind == kind]
         if len(named) > 1:
             raise UserError(
@@ -259,6 +275,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
     if window < 1 or levels < 2 or repetitions < 1:
         raise UserError(f"need [cood] window ≥ 1, levels ≥ 2 and [hsc] repetitions ≥ 1, got {window}, {levels}, "
                         f"{repetitions}")
+    detectors = _detectors(raw, datasets, seed)
     chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
     overrides = None
     if "model_metadata" in raw:
@@ -281,7 +298,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             confidences=confidences, model_confidences=tuple(model_confidences), mc_passes=mc_passes,
             drop_rate=drop_rate, seed=seed,
             ood_logits=_typed("[inference] ood_logits", inference.get("ood_logits", False), bool, "true or false"),
-            max_image_pixels=max_pixels,
+            max_image_pixels=max_pixels, detectors=detectors.names if detectors else (),
         ),
         engine=EngineSettings(
             num_shards=shards, budget_bytes=budget << 20, model_actors=model_actors, models_per_actor=per_actor,
@@ -291,11 +308,46 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         analysis=AnalysisOptions(
             seed=seed, cood_window=window, cood_levels=levels, hsc_repetitions=repetitions,
             # the C-OOD κ: the logit κ plus every model-in-the-loop score (mcd_pred is a prediction, not a score)
-            cood_kappas=(*LOGIT_KAPPAS, *(name for name in model_confidences if name != "mcd_pred")),
+            cood_kappas=(*LOGIT_KAPPAS, *(name for name in model_confidences if name != "mcd_pred"),
+                         *(detector_column(name) for name in (detectors.names if detectors else ()))),
         ),
         raw=raw,
         metadata_overrides=overrides,
+        detectors=detectors,
     )
+
+
+def _detectors(raw: dict[str, Any], datasets: list[DatasetConfig], seed: int) -> DetectorSettings | None:
+    """``[detectors]`` validated against the datasets: known names, a ``fit`` naming the dataset of kind fit."""
+    fit_sets = [d.name for d in datasets if d.kind == "fit"]
+    if "detectors" not in raw:
+        if fit_sets:
+            raise UserError(f"dataset {fit_sets[0]!r} has kind \"fit\" but there is no [detectors] table to fit")
+        return None
+    table = _typed("[detectors]", raw["detectors"], dict, "a table")
+    _unknown("[detectors]", table, DETECTOR_KEYS)
+    from cood.detectors import DETECTORS
+
+    names = table.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UserError("[detectors] needs names = [\"mahalanobis\", ...] (a non-empty list of detector names)")
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown or len(set(names)) != len(names):
+        raise UserError(f"[detectors] names must be distinct registered detectors, got {names}; "
+                        f"known: {', '.join(DETECTORS)}")
+    fit = table.get("fit")
+    if not isinstance(fit, str) or fit not in fit_sets:
+        raise UserError(f"[detectors] fit must name the dataset of kind \"fit\" (a [datasets.<name>] table with "
+                        f"kind = \"fit\"), got {fit!r}")
+    per_class = table.get("fit_per_class")
+    if per_class is not None and (_typed("[detectors] fit_per_class", per_class, int, "a positive integer") < 1):
+        raise UserError(f"[detectors] fit_per_class must be a positive integer, got {per_class}")
+    fit_seed = _typed("[detectors] seed", table.get("seed", seed), int, "an integer")
+    budget = _typed("[detectors] feature_budget_mib", table.get("feature_budget_mib",
+                    DEFAULT_FEATURE_BUDGET_BYTES >> 20), int, "a positive integer (MiB)")
+    if budget < 1:
+        raise UserError(f"[detectors] feature_budget_mib must be a positive integer, got {budget}")
+    return DetectorSettings(tuple(names), fit, per_class, fit_seed, budget << 20)
 
 
 def load_raw(path: Path) -> dict[str, Any]:

@@ -75,8 +75,11 @@ def stores_logits(dataset: ImageDataset, opts: InferenceOptions) -> bool:
 
 
 def identity_options(opts: InferenceOptions, dataset: ImageDataset) -> dict[str, Any]:
-    """The inference options that change an output's numbers or columns (part of its identity)."""
+    """The inference options that change an output's numbers or columns (part of its identity); with detectors,
+    their names and the fit set's fingerprint (the fitted statistics follow from these and the model's weights)."""
+    detectors = {"detectors": list(opts.detectors), "detector_fit_sha256": opts.detector_fit_sha256}
     return {
+        **(detectors if opts.detectors else {}),
         "confidences": list(opts.confidences),
         "model_confidences": list(opts.model_confidences),
         "mc_passes": opts.mc_passes if opts.model_confidences else None,
@@ -147,11 +150,15 @@ class ModelStage:
     reported, never raised, so the others go on), ``m<k>.info`` (JSON: state-dict digest, params, device,
     κ parameters). Model ``j`` of ``specs`` reads its crops from batch column ``crop_columns[j]`` (its
     signature's, :func:`crop_column`). ``actor`` names the actor and its node, ``<actor id>@<node id>``
-    (weight loads = distinct actors per model).
+    (weight loads = distinct actors per model). ``detector_stats``: model index -> {detector name: fitted
+    statistics} (cood.detectors; each value may be a Ray object reference to that mapping): a model with
+    statistics runs through :func:`pipelines.zoo.features.feature_extractor`, logits and features from one
+    forward pass, and adds the column ``m<k>.det_<name>`` per detector of ``opts.detectors``.
     """
 
     def __init__(self, specs: list[ModelSpec], indices: list[int], opts: InferenceOptions, keep_crops: bool,
-                 logits_for: frozenset[int] = frozenset(), crop_columns: list[str] | None = None):
+                 logits_for: frozenset[int] = frozenset(), crop_columns: list[str] | None = None,
+                 detector_stats: Any = None):
         import ray
         import torch
 
@@ -165,13 +172,30 @@ class ModelStage:
         self.indices = indices
         context = ray.get_runtime_context()
         self.actor = f"{context.get_actor_id() or 'local'}@{context.get_node_id()}"
+        self.detector_stats: dict[int, dict[str, Any]] = {
+            k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in (detector_stats or {}).items()
+        }
         self.models: list[tuple[ModelSpec, Any, str, str | None]] = []
-        for ms in specs:
+        self.extractors: list[Any] = []
+        for k, ms in zip(indices, specs, strict=True):
             try:
                 model, info, _ = load_model(ms, opts)
+                extractor = None
+                if opts.detectors:
+                    from cood.detectors import kappa_params
+                    from pipelines.engine.inference import detector_column
+                    from pipelines.zoo.features import feature_extractor
+
+                    extractor = feature_extractor(model, ms.source)
+                    stats = self.detector_stats[k]
+                    info["kappa_params"].update({
+                        detector_column(name): json.loads(kappa_params(stats[name])) for name in opts.detectors
+                    })
                 self.models.append((ms, model, json.dumps(info, sort_keys=True), None))
+                self.extractors.append(extractor)
             except Exception as exc:
                 self.models.append((ms, None, "{}", _one_line(exc)))
+                self.extractors.append(None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cood.confidence import compute
@@ -189,10 +213,15 @@ class ModelStage:
             if error is None and len(good):
                 try:
                     crops = batch[self.crop_columns[j]]
-                    part, extra, _ = forward_all(model, crops[good], ms, self.opts, seed_key)
+                    features: list[np.ndarray] = []
+                    part, extra, _ = forward_all(
+                        model, crops[good], ms, self.opts, seed_key, extractor=self.extractors[j], features=features
+                    )
                     if part.shape[1] != 1000:
                         raise ValueError(f"model emitted {part.shape[1]} logits, expected the 1000 ImageNet-1k classes")
                     logits[good] = part
+                    if self.opts.detectors:
+                        extra.update(detector_columns(self.detector_stats[k], np.concatenate(features), part))
                     for name, values in {**compute(part, self.opts.confidences), **extra}.items():
                         full = np.zeros(n, dtype=np.float64)
                         full[good] = values
@@ -204,11 +233,21 @@ class ModelStage:
             out[f"m{k}.pred"] = logits.argmax(axis=1).astype(np.int32)
             if ship_logits:
                 out[f"m{k}.logits"] = logits
-            for name in (*self.opts.confidences, *self.opts.model_confidences):
+            for name in self.opts.kappa_columns():
                 out[f"m{k}.{name}"] = columns.get(name, np.zeros(n, dtype=np.float64))
             out[f"m{k}.error"] = np.full(n, error or "", dtype=object)
             out[f"m{k}.info"] = np.full(n, info, dtype=object)
         return out
+
+
+def detector_columns(stats: dict[str, Any], features: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
+    """``det_<name> (n,) float64`` κ of every detector in ``stats`` (name -> fitted statistics) on one batch:
+    ``features (n, D)``, ``logits (n, C)`` from the same forward pass (cood.detectors, higher = more ID)."""
+    from cood.detectors import DetectorInputs, score
+    from pipelines.engine.inference import detector_column
+
+    inputs = DetectorInputs(features=features, logits=logits)
+    return {detector_column(name): np.asarray(score(s, inputs), dtype=np.float64) for name, s in stats.items()}
 
 
 def _is_transient(message: str) -> bool:
@@ -435,9 +474,7 @@ class _Sink:
                 continue
             if k not in self.info and len(rows[f"m{k}.info"]):
                 self.info[k] = json.loads(str(rows[f"m{k}.info"][0]))
-            confidences = {
-                name: rows[f"m{k}.{name}"][ok] for name in (*self.opts.confidences, *self.opts.model_confidences)
-            }
+            confidences = {name: rows[f"m{k}.{name}"][ok] for name in self.opts.kappa_columns()}
             store = stores_logits(d, self.opts)
             logits = rows[f"m{k}.logits"][ok] if store else None
             table = shard_table(ids, labels, logits, confidences, store, pred=rows[f"m{k}.pred"][ok])
@@ -479,7 +516,7 @@ class _Sink:
             if writer is None:  # every image of the shard was bad: an empty, still verifiable output
                 writer = self._writer(k, di, s)
                 writer.write(shard_table([], np.zeros(0), np.zeros((0, 1000), np.float32), {
-                    name: np.zeros(0) for name in (*self.opts.confidences, *self.opts.model_confidences)
+                    name: np.zeros(0) for name in self.opts.kappa_columns()
                 }, stores_logits(d, self.opts)))
             writer.commit()
             info = self.info.get(k, {})
@@ -529,12 +566,15 @@ def run_inference(
     run_id: str = "run",
     on_progress: Progress | None = None,
     on_plan: Callable[[Plan], None] | None = None,
+    detector_stats: dict[int, dict[str, Any]] | None = None,
 ) -> InferenceReport:
     """Compute every (model, dataset, shard) output that is missing or fails verification; reuse the rest.
 
     Returns every (model, dataset, shard) outcome: ``reused``, ``ok`` (computed now) or ``failed`` (with the
     model's error; the other models go on), plus what was recomputed and why, weight loads per model (distinct
-    actors that built it), Ray Data tasks scheduled and the peak object-store bytes seen.
+    actors that built it), Ray Data tasks scheduled and the peak object-store bytes seen. ``detector_stats``:
+    model index -> {detector: fitted statistics} for ``options.detectors`` (pipelines.engine.detectors), put in
+    Ray's object store once per model; each model actor fetches its own models' statistics.
     """
     import ray
 
@@ -565,6 +605,7 @@ def run_inference(
     names = {d.name: i for i, d in enumerate(datasets)}
     sampler = StoreSampler()
     seen_signatures: set[str] = set()
+    stats_refs = {k: ray.put(stats) for k, stats in (detector_stats or {}).items()} if opts.detectors else {}
     for chunks in groups:
         indices = sorted(k for chunk in chunks for k in chunk)
         needed: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -591,6 +632,7 @@ def run_inference(
                     "keep_crops": c < len(chunks) - 1,
                     "logits_for": frozenset(di for di, d in enumerate(datasets) if stores_logits(d, opts)),
                     "crop_columns": [column[models[k].preprocess.signature] for k in chunk],
+                    "detector_stats": {k: stats_refs[k] for k in chunk if k in stats_refs},
                 },
                 compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=settings.cpus_per_actor,
                 num_gpus=settings.gpus_per_actor or None, resources=settings.actor_resources or None,
