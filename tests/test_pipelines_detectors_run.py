@@ -1,0 +1,181 @@
+"""`uebench run` with [detectors]: config errors, the fit set's disjointness, and a small end-to-end run whose
+det_<name> κ columns equal cood.detectors fitted and scored directly on pipelines.zoo.features features (computed
+here through timm's own transforms), with stored statistics reused or refitted on rerun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from folders import imagenet_folder
+from PIL import Image
+
+from cood import detectors as det
+from pipelines.data.datasets import imagenet1k_wnids, load_folder
+from pipelines.engine.detectors import check_disjoint, fit_set_sha256, sample_fit_set
+from pipelines.engine.run_config import parse_config
+from pipelines.errors import UserError
+
+WNIDS = imagenet1k_wnids()[:3]
+MODEL = "timm:test_efficientnet@random"
+MODEL_ID = "timm-test_efficientnet-random"
+NAMES = ("mahalanobis", "knn", "vim")
+
+BASE = {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}, "t": {"kind": "fit", "root": "y"}}}
+
+
+@pytest.mark.parametrize(
+    ("detectors", "message"),
+    [
+        ({"names": ["mahalanobis", "odin"], "fit": "t"}, "names must be distinct registered detectors"),
+        ({"names": ["knn"], "fit": "v"}, "fit must name the dataset of kind \"fit\""),
+        ({"names": ["knn"]}, "fit must name the dataset of kind \"fit\""),
+        ({"names": [], "fit": "t"}, "needs names"),
+        ({"names": ["knn"], "fit": "t", "fit_per_class": 0}, "fit_per_class must be a positive integer"),
+        ({"names": ["knn"], "fit": "t", "k": 5}, "unknown key(s) k in [detectors]"),
+        (None, "has kind \"fit\" but there is no [detectors] table"),
+    ],
+)
+def test_bad_detector_configs_name_the_problem(tmp_path, detectors, message):
+    raw = dict(BASE) if detectors is None else {**BASE, "detectors": detectors}
+    with pytest.raises(UserError) as caught:
+        parse_config(raw, tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_config_adds_one_kappa_column_per_detector(tmp_path):
+    config = parse_config({**BASE, "detectors": {"names": ["knn", "vim"], "fit": "t", "fit_per_class": 3}}, tmp_path)
+    assert config.inference.detectors == ("knn", "vim")
+    assert config.inference.kappa_columns()[-2:] == ("det_knn", "det_vim")
+    assert config.analysis.cood_kappas[-2:] == ("det_knn", "det_vim")
+    assert (config.detectors.fit, config.detectors.fit_per_class, config.detectors.feature_budget_bytes) == (
+        "t", 3, 1024 << 20)
+
+
+def test_fit_sample_is_seeded_per_class_and_overlap_names_a_shared_file(tmp_path):
+    root = imagenet_folder(tmp_path / "train", WNIDS, per_class=5)
+    full = load_folder("train", root, "id")
+    sample = sample_fit_set(full, 2, seed=3)
+    labels = np.asarray(sample.labels)
+    assert [int((labels == c).sum()) for c in sorted(set(full.labels))] == [2, 2, 2]
+    assert set(sample.sample_ids) <= set(full.sample_ids) and list(sample.sample_ids) == sorted(sample.sample_ids)
+    assert sample_fit_set(full, 2, seed=3).sample_ids == sample.sample_ids
+    assert fit_set_sha256(sample) != fit_set_sha256(sample_fit_set(full, 3, seed=3))
+    # the same folder reached through a symlink is still the same files
+    (tmp_path / "alias").symlink_to(root)
+    with pytest.raises(UserError) as caught:
+        check_disjoint(sample, [load_folder("val", tmp_path / "alias", "id")])
+    assert "share 6 image(s)" in str(caught.value) and str(root) in str(caught.value)
+    other = load_folder("val", imagenet_folder(tmp_path / "val", WNIDS, per_class=2, seed=1), "id")
+    check_disjoint(sample, [other])  # distinct files: no error
+
+
+def _uebench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def _write_config(tmp_path: Path, fit_root: str, fit_per_class: int) -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f'models = ["{MODEL}"]\nanalyses = ["cood"]\nseed = 5\n'
+        '[datasets.val]\nkind = "id"\nroot = "val"\n'
+        '[datasets.ood]\nkind = "ood"\nroot = "ood"\nper_class = 6\nn_estimation = 4\n'
+        f'[datasets.train]\nkind = "fit"\nroot = "{fit_root}"\n'
+        f'[detectors]\nnames = {json.dumps(list(NAMES))}\nfit = "train"\nfit_per_class = {fit_per_class}\n'
+        '[cood]\nwindow = 2\nlevels = 3\n'
+        '[ray]\nnum_cpus = 2\n'
+        '[inference]\nbatch_size = 8\nshards = 2\n'
+    )
+    return path
+
+
+def _features(ms, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle features and logits: timm's own eval transform, then the model's forward_features/forward_head."""
+    from timm.data import create_transform
+
+    from pipelines.zoo import build_model
+
+    pre = ms.preprocess
+    transform = create_transform(
+        input_size=(3, pre.input_size, pre.input_size), is_training=False, interpolation=pre.interpolation,
+        mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
+    )
+    model = build_model(ms)
+    batch = torch.stack([transform(Image.open(dataset.path(i)).convert("RGB")) for i in range(len(dataset))])
+    with torch.inference_mode():
+        fmap = model.forward_features(batch)
+        return model.forward_head(fmap, pre_logits=True).double().numpy(), model.forward_head(fmap).double().numpy()
+
+
+def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path):
+    from pipelines.demo.data import OOD_PHOTOS
+    from pipelines.engine.outputs import read_outputs
+    from pipelines.zoo import resolve_all
+    from results.store import Store
+
+    imagenet_folder(tmp_path / "val", WNIDS, per_class=4)
+    imagenet_folder(tmp_path / "train", WNIDS, per_class=6, seed=2)
+    ood_wnids = sorted({photo.wnid for photo in OOD_PHOTOS})[:5]
+    imagenet_folder(tmp_path / "ood", ood_wnids, seed=1)
+
+    # the fit set may not be the evaluated ID set: a one-line error before anything runs
+    overlap = _uebench("run", str(_write_config(tmp_path, "val", 4)))
+    assert overlap.returncode == 2 and "Traceback" not in overlap.stderr
+    assert overlap.stderr.strip().count("\n") == 0 and "share 12 image(s)" in overlap.stderr
+
+    result = _uebench("run", str(_write_config(tmp_path, "train", 4)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in NAMES:
+        assert f"detectors: {MODEL_ID} {name} fitted (not fitted yet)" in result.stdout
+    workspace = tmp_path / "uebench-workspace"
+    (ms,) = resolve_all([MODEL])
+    fit_set = sample_fit_set(load_folder("train", tmp_path / "train", "id"), 4, seed=5)
+    fit_features, fit_logits = _features(ms, fit_set)
+    inputs = det.DetectorInputs(features=fit_features, logits=fit_logits, labels=np.asarray(fit_set.labels))
+    head = det.LinearHead(*(p.detach().double().numpy() for p in _classifier(ms)))
+    sha = fit_set_sha256(fit_set)
+    for dataset in ("val", "ood"):
+        out = read_outputs(workspace, MODEL_ID, dataset)
+        root = tmp_path / dataset
+        images = load_folder(dataset, root, "id" if dataset == "val" else "ood")
+        order = [images.sample_ids.index(s) for s in out.sample_ids]
+        query, logits = _features(ms, images)
+        for name in NAMES:
+            stats = det.DETECTORS[name].fit(inputs, head, fit_set_sha256=sha)
+            expected = det.score(stats, det.DetectorInputs(features=query[order], logits=logits[order]))
+            got = out.confidences[f"det_{name}"]
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
+            params = out.kappa_params(f"det_{name}")
+            assert params["fit_set_sha256"] == sha and params["n_fit"] == len(fit_set)
+            stored = det.load_stats(workspace / "detectors" / MODEL_ID / f"{name}.npz")
+            assert stored.provenance.fit_set_sha256 == sha
+    with Store.open(workspace / "uebench.duckdb", read_only=True) as store:
+        kappas = set(store.query("SELECT DISTINCT kappa FROM cood_levels")["kappa"].to_list())
+    assert {f"det_{name}" for name in NAMES} <= kappas
+
+    again = _uebench("run", str(_write_config(tmp_path, "train", 4)))
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in NAMES:
+        assert f"detectors: {MODEL_ID} {name} reused" in again.stdout
+    assert "0 to compute" in again.stdout  # same fit set: every output verified and reused
+
+    refit = _uebench("run", str(_write_config(tmp_path, "train", 5)))
+    assert refit.returncode == 0, refit.stderr[-3000:]
+    for name in NAMES:
+        assert f"detectors: {MODEL_ID} {name} fitted (fit_set_sha256 changed)" in refit.stdout
+    assert "0 to compute" not in refit.stdout  # outputs carry the fit set's fingerprint: recomputed
+    out = read_outputs(workspace, MODEL_ID, "val")
+    assert out.kappa_params("det_knn")["n_fit"] == 15  # 5 per class × 3 classes
+
+
+def _classifier(ms):
+    from pipelines.zoo import build_model
+
+    classifier = build_model(ms).get_classifier()
+    return classifier.weight, classifier.bias
