@@ -22,8 +22,8 @@ from pipelines.engine.run_config import parse_config
 from pipelines.errors import UserError
 
 WNIDS = imagenet1k_wnids()[:3]
-MODEL = "timm:test_efficientnet@random"
-MODEL_ID = "timm-test_efficientnet-random"
+MODEL = "timm:test_vit@random"  # D = 64 features: a fit set of 75 images gives a full-rank covariance
+MODEL_ID = "timm-test_vit-random"
 NAMES = ("mahalanobis", "knn", "vim")
 
 BASE = {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}, "t": {"kind": "fit", "root": "y"}}}
@@ -119,7 +119,7 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
     from results.store import Store
 
     imagenet_folder(tmp_path / "val", WNIDS, per_class=4)
-    imagenet_folder(tmp_path / "train", WNIDS, per_class=6, seed=2)
+    imagenet_folder(tmp_path / "train", WNIDS, per_class=26, seed=2)
     ood_wnids = sorted({photo.wnid for photo in OOD_PHOTOS})[:5]
     imagenet_folder(tmp_path / "ood", ood_wnids, seed=1)
 
@@ -128,13 +128,13 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
     assert overlap.returncode == 2 and "Traceback" not in overlap.stderr
     assert overlap.stderr.strip().count("\n") == 0 and "share 12 image(s)" in overlap.stderr
 
-    result = _uebench("run", str(_write_config(tmp_path, "train", 4)))
+    result = _uebench("run", str(_write_config(tmp_path, "train", 25)))
     assert result.returncode == 0, result.stderr[-3000:]
     for name in NAMES:
         assert f"detectors: {MODEL_ID} {name} fitted (not fitted yet)" in result.stdout
     workspace = tmp_path / "uebench-workspace"
     (ms,) = resolve_all([MODEL])
-    fit_set = sample_fit_set(load_folder("train", tmp_path / "train", "id"), 4, seed=5)
+    fit_set = sample_fit_set(load_folder("train", tmp_path / "train", "id"), 25, seed=5)
     fit_features, fit_logits = _features(ms, fit_set)
     inputs = det.DetectorInputs(features=fit_features, logits=fit_logits, labels=np.asarray(fit_set.labels))
     head = det.LinearHead(*(p.detach().double().numpy() for p in _classifier(ms)))
@@ -159,19 +159,19 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
         kappas = set(store.query("SELECT DISTINCT kappa FROM cood_levels")["kappa"].to_list())
     assert {f"det_{name}" for name in NAMES} <= kappas
 
-    again = _uebench("run", str(_write_config(tmp_path, "train", 4)))
+    again = _uebench("run", str(_write_config(tmp_path, "train", 25)))
     assert again.returncode == 0, again.stderr[-3000:]
     for name in NAMES:
         assert f"detectors: {MODEL_ID} {name} reused" in again.stdout
     assert "0 to compute" in again.stdout  # same fit set: every output verified and reused
 
-    refit = _uebench("run", str(_write_config(tmp_path, "train", 5)))
+    refit = _uebench("run", str(_write_config(tmp_path, "train", 24)))
     assert refit.returncode == 0, refit.stderr[-3000:]
     for name in NAMES:
         assert f"detectors: {MODEL_ID} {name} fitted (fit_set_sha256 changed)" in refit.stdout
     assert "0 to compute" not in refit.stdout  # outputs carry the fit set's fingerprint: recomputed
     out = read_outputs(workspace, MODEL_ID, "val")
-    assert out.kappa_params("det_knn")["n_fit"] == 15  # 5 per class × 3 classes
+    assert out.kappa_params("det_knn")["n_fit"] == 72  # 24 per class × 3 classes
 
 
 def _classifier(ms):
