@@ -14,7 +14,7 @@ import pytest
 from pipelines.demo.data import ID_DATASET, ID_PHOTOS, OOD_DATASET, OOD_PHOTOS, build_demo_data, folder_digest
 
 REDUCED_MODELS = ("efficientnet_lite:lite0", "timm:mobilenetv3_small_100@random")
-IMAGES_PER_CLASS = 3
+IMAGES_PER_CLASS = 5  # 2 per class fit the detectors, 3 are evaluated
 
 
 def test_demo_data_is_deterministic_and_imagenet_shaped(tmp_path):
@@ -59,10 +59,11 @@ def _table_counts(workspace: Path) -> dict[str, int]:
 
 
 def test_demo_writes_one_output_row_per_image(demo_workspace):
+    from pipelines.demo import fit_images_per_class
     from pipelines.zoo import resolve_all
 
     n_images = {
-        ID_DATASET: IMAGES_PER_CLASS * len({p.wnid for p in ID_PHOTOS}),
+        ID_DATASET: (IMAGES_PER_CLASS - fit_images_per_class(IMAGES_PER_CLASS)) * len({p.wnid for p in ID_PHOTOS}),
         OOD_DATASET: IMAGES_PER_CLASS * len({p.wnid for p in OOD_PHOTOS}),
     }
     for ms in resolve_all(list(REDUCED_MODELS)):
@@ -237,3 +238,30 @@ def test_cood_and_hsc_commands_find_the_demo_datasets_without_flags(demo_workspa
                       "-w", str(demo_workspace))
     assert result.returncode == 0, result.stderr
     assert f"on {ID_DATASET}: conformal θ" in " ".join(result.stdout.split())
+
+
+def test_demo_scores_detectors_fitted_on_images_it_does_not_evaluate(demo_workspace):
+    """Mahalanobis, KNN and ViM are fitted per model on 2 demo ID images per class, none of them evaluated,
+    and each is a κ of the C-OOD benchmark of every model."""
+    from cood.detectors import load_stats
+    from pipelines.demo import DEMO_DETECTORS, fit_images_per_class
+    from pipelines.engine.outputs import read_outputs
+    from pipelines.zoo import resolve_all
+    from results.store import Store
+
+    n_classes = len({p.wnid for p in ID_PHOTOS})
+    all_ids = {f"{w.name}/{f.name}" for w in (demo_workspace / "data" / ID_DATASET).iterdir() for f in w.iterdir()}
+    with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
+        levels = store.query("SELECT DISTINCT model_id, kappa FROM cood_levels")
+    for ms in resolve_all(list(REDUCED_MODELS)):
+        out = read_outputs(demo_workspace, ms.model_id, ID_DATASET)
+        evaluated = set(out.sample_ids)
+        assert len(all_ids - evaluated) == fit_images_per_class(IMAGES_PER_CLASS) * n_classes
+        for name in DEMO_DETECTORS:
+            params = out.kappa_params(f"det_{name}")
+            assert params["n_fit"] == len(all_ids - evaluated)
+            stats = load_stats(demo_workspace / "detectors" / ms.model_id / f"{name}.npz")
+            assert stats.provenance.fit_set_sha256 == params["fit_set_sha256"]
+            assert np.isfinite(out.confidences[f"det_{name}"]).all()
+        kappas = set(levels.filter(levels["model_id"] == ms.model_id)["kappa"].to_list())
+        assert {f"det_{name}" for name in DEMO_DETECTORS} <= kappas

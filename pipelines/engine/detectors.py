@@ -46,13 +46,20 @@ STATS_FORMAT = 1
 class DetectorSettings:
     """``[detectors]`` of a run: ``names`` (cood.detectors registry names), ``fit`` (the fit dataset's name),
     ``fit_per_class`` (images sampled per class from it, None = all), ``seed`` (that sample's seed) and
-    ``feature_budget_bytes`` (the most fit-set feature bytes held at once)."""
+    ``feature_budget_bytes`` (the most fit-set feature bytes held at once); ``params``: hyper-parameters that
+    replace a detector's paper defaults (name -> {parameter: value}, e.g. ViM's ``dim`` for a fit set smaller
+    than its principal space), recorded in the statistics' provenance and the outputs' identity."""
 
     names: tuple[str, ...]
     fit: str
     fit_per_class: int | None = None
     seed: int = 0
     feature_budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def params_of(self, name: str) -> dict[str, Any]:
+        """``name``'s hyper-parameters: its registry defaults, then the configured overrides."""
+        return {**det.detector(name).defaults, **self.params.get(name, {})}
 
 
 @dataclass
@@ -124,10 +131,14 @@ def stats_dir(workspace: Path, model_id: str) -> Path:
     return Path(workspace) / "detectors" / model_id
 
 
-def stats_identity(ms: ModelSpec, weights: str, name: str, fit_sha256: str) -> dict[str, Any]:
-    """The identity fitted statistics must carry to be reused (JSON-ready)."""
+def stats_identity(
+    ms: ModelSpec, weights: str, name: str, fit_sha256: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The identity fitted statistics must carry to be reused (JSON-ready); ``params``: the detector's
+    hyper-parameters (default: its registry defaults)."""
     return {
-        "format": STATS_FORMAT, "detector": name, "params": dict(det.detector(name).defaults),
+        "format": STATS_FORMAT, "detector": name,
+        "params": dict(det.detector(name).defaults) if params is None else dict(params),
         "model_spec": ms.spec, "weights": weights, "preprocess": ms.preprocess.signature,
         "fit_set_sha256": fit_sha256,
     }
@@ -220,7 +231,9 @@ def fit_all(
             report.errors[k] = f"{type(exc).__name__}: {exc}"
             continue
         folder = stats_dir(workspace, ms.model_id)
-        expected = {name: stats_identity(ms, weights, name, fit_sha256) for name in settings.names}
+        expected = {
+            name: stats_identity(ms, weights, name, fit_sha256, settings.params_of(name)) for name in settings.names
+        }
         found: dict[str, Any] = {}
         why: dict[str, str] = {}
         for name in settings.names:
@@ -263,7 +276,7 @@ def _fit_model(
         d = det.detector(name)
         if "head" in d.needs and head is None:
             raise UserError(f"{name} needs the model's final linear layer, and {ms.model_id} has none")
-        stats = d.fit(inputs, head, fit_set_sha256=fit_sha256)
+        stats = d.fit(inputs, head, fit_set_sha256=fit_sha256, **settings.params.get(name, {}))
         folder.mkdir(parents=True, exist_ok=True)
         det.save_stats(folder / f"{name}.npz", stats)
         atomic_write_text(folder / f"{name}.json", json.dumps(expected[name], sort_keys=True, indent=1) + "\n")

@@ -297,7 +297,10 @@ def _fit_detectors(
         for k, error in sorted(fitted.errors.items())
     ]
     keep = [k for k in range(len(models)) if k in fitted.stats]
-    options = dataclasses.replace(inference, detectors=detectors.names, detector_fit_sha256=sha)
+    options = dataclasses.replace(
+        inference, detectors=detectors.names, detector_fit_sha256=sha,
+        detector_params=json.dumps(detectors.params, sort_keys=True) if detectors.params else "",
+    )
     return [models[k] for k in keep], {i: fitted.stats[k] for i, k in enumerate(keep)}, failures, options
 
 

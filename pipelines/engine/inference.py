@@ -48,7 +48,7 @@ class InferenceOptions:
     max_image_pixels: images with more pixels are bad files, not decoded (decompression bombs);
     detectors: feature-space detectors (cood.detectors names) scored next to the forward pass, one κ column
     ``det_<name>`` each, from statistics fitted on the fit set whose sample fingerprint is ``detector_fit_sha256``
-    (pipelines.engine.detectors)."""
+    (pipelines.engine.detectors) with the hyper-parameter overrides ``detector_params`` (JSON, "" for none)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -64,6 +64,7 @@ class InferenceOptions:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     detectors: tuple[str, ...] = ()
     detector_fit_sha256: str = ""
+    detector_params: str = ""
 
     def kappa_columns(self) -> tuple[str, ...]:
         """Every per-sample κ column a model writes: logit κ, model-in-the-loop κ, then ``det_<name>``."""

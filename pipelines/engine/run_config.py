@@ -60,6 +60,7 @@ Example (every key but ``models`` and one dataset is optional)::
     fit_per_class = 100     # seeded sample of this many images per class (default: every image)
     seed = 0                # that sample's seed (default: the run's seed)
     feature_budget_mib = 1024   # most fit-set feature MiB held at once (one model's n_fit × D float32)
+    params = { knn = { k = 50 } }   # replace a detector's paper defaults (docs/detectors.md)
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ REMOVED_KEYS = {
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation", "format", "classes"}
 COOD_KEYS = {"window", "levels"}
-DETECTOR_KEYS = {"names", "fit", "fit_per_class", "seed", "feature_budget_mib"}
+DETECTOR_KEYS = {"names", "fit", "fit_per_class", "seed", "feature_budget_mib", "params"}
 HSC_KEYS = {"repetitions"}
 
 
@@ -347,7 +348,13 @@ def _detectors(raw: dict[str, Any], datasets: list[DatasetConfig], seed: int) ->
                     DEFAULT_FEATURE_BUDGET_BYTES >> 20), int, "a positive integer (MiB)")
     if budget < 1:
         raise UserError(f"[detectors] feature_budget_mib must be a positive integer, got {budget}")
-    return DetectorSettings(tuple(names), fit, per_class, fit_seed, budget << 20)
+    params = _typed("[detectors] params", table.get("params", {}), dict, "a table of detector = { parameter = value }")
+    for name, given in params.items():
+        _typed(f"[detectors] params.{name}", given, dict, "a table of parameter = value")
+        if name not in names:
+            raise UserError(f"[detectors] params.{name}: {name!r} is not in names")
+        _unknown(f"[detectors] params.{name}", given, set(DETECTORS[name].defaults))
+    return DetectorSettings(tuple(names), fit, per_class, fit_seed, budget << 20, params)
 
 
 def load_raw(path: Path) -> dict[str, Any]:

@@ -77,7 +77,8 @@ def stores_logits(dataset: ImageDataset, opts: InferenceOptions) -> bool:
 def identity_options(opts: InferenceOptions, dataset: ImageDataset) -> dict[str, Any]:
     """The inference options that change an output's numbers or columns (part of its identity); with detectors,
     their names and the fit set's fingerprint (the fitted statistics follow from these and the model's weights)."""
-    detectors = {"detectors": list(opts.detectors), "detector_fit_sha256": opts.detector_fit_sha256}
+    detectors = {"detectors": list(opts.detectors), "detector_fit_sha256": opts.detector_fit_sha256,
+                 "detector_params": opts.detector_params}
     return {
         **(detectors if opts.detectors else {}),
         "confidences": list(opts.confidences),

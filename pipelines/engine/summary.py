@@ -80,31 +80,40 @@ def _hsc_table(db_path: Path, model_ids: list[str] | None) -> Table:
     return table
 
 
-def _cood_table(db_path: Path, model_ids: list[str] | None) -> Table:
+def _cood_table(db_path: Path, model_ids: list[str] | None, kappas: tuple[str, ...] = ("msp",)) -> Table:
     from results.store import Store
 
     with Store.open(db_path, read_only=True) as store:
         levels = store.query(
-            "SELECT model_id, level, ood_auroc FROM cood_levels WHERE kappa = 'msp' ORDER BY model_id, level"
+            "SELECT model_id, kappa, level, ood_auroc FROM cood_levels ORDER BY model_id, kappa, level"
         )
-    levels = _only(levels, model_ids)
+    levels = _only(levels.filter(pl.col("kappa").is_in(list(kappas))), model_ids)
     num_levels = int(levels["level"].max()) + 1 if levels.height else 0
-    table = Table(title="C-OOD detection AUROC per severity level (κ = MSP; level 0 = easiest for that model)")
+    named = "κ = MSP" if kappas == ("msp",) else "one row per model and κ"
+    table = Table(title=f"C-OOD detection AUROC per severity level ({named}; level 0 = easiest for that model)")
     table.add_column("model")
+    if kappas != ("msp",):
+        table.add_column("κ")
     for level in range(num_levels):
         table.add_column(str(level), justify="right")
     for model_id in sorted(set(levels["model_id"].to_list())):
-        by_level = dict(levels.filter(pl.col("model_id") == model_id).select("level", "ood_auroc").iter_rows())
-        table.add_row(
-            model_id,
-            *(f"{by_level[lv]:.2f}" if by_level.get(lv) is not None else "–" for lv in range(num_levels)),
-        )
+        for kappa in kappas:
+            rows = levels.filter((pl.col("model_id") == model_id) & (pl.col("kappa") == kappa))
+            if not rows.height:
+                continue
+            by_level = dict(rows.select("level", "ood_auroc").iter_rows())
+            cells = [f"{by_level[lv]:.2f}" if by_level.get(lv) is not None else "–" for lv in range(num_levels)]
+            table.add_row(model_id, *(() if kappas == ("msp",) else (kappa,)), *cells)
     return table
 
 
-def print_summary(console: Console, db_path: Path, id_name: str, model_ids: list[str] | None = None) -> None:
+def print_summary(
+    console: Console, db_path: Path, id_name: str, model_ids: list[str] | None = None,
+    cood_kappas: tuple[str, ...] = ("msp",),
+) -> None:
     """Print the three tables from the results database for ``model_ids`` (None: every model), at most
-    MAX_MODELS rows each; tables the database does not have are left out."""
+    MAX_MODELS models each; tables the database does not have are left out. ``cood_kappas``: the κ of the C-OOD
+    table (one row per model and κ when more than MSP, e.g. the feature-space detectors' ``det_<name>``)."""
     from results.store import Store
 
     with Store.open(db_path, read_only=True, samples=False) as store:
@@ -112,7 +121,7 @@ def print_summary(console: Console, db_path: Path, id_name: str, model_ids: list
     if "selective_metrics" in present:
         console.print(_results_table(db_path, id_name, model_ids))
     if "cood_levels" in present:
-        console.print(_cood_table(db_path, model_ids))
+        console.print(_cood_table(db_path, model_ids, cood_kappas))
     if "hsc_rules" in present:
         console.print(_hsc_table(db_path, model_ids))
     if model_ids is not None and len(model_ids) > MAX_MODELS:
