@@ -132,6 +132,7 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in NAMES:
         assert f"detectors: {MODEL_ID} {name} fitted (not fitted yet)" in result.stdout
+        assert f"det_{name}" in result.stdout  # a row of the printed C-OOD table
     workspace = tmp_path / "uebench-workspace"
     (ms,) = resolve_all([MODEL])
     fit_set = sample_fit_set(load_folder("train", tmp_path / "train", "id"), 25, seed=5)

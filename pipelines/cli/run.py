@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
 
         Exit code: 0 ok, 3 some models or analyses failed (the others' results are stored), 1 every model
         failed, 2 bad input or a busy workspace, 130 interrupted (docs/engine.md)."""
+        from pipelines.engine.inference import detector_column
         from pipelines.engine.lifecycle import exit_code_for
         from pipelines.engine.run_config import load_config, load_raw, parse_config
         from pipelines.engine.summary import print_summary
@@ -143,7 +144,9 @@ def register(app: typer.Typer) -> None:
         ids = context.id_datasets()
         if context.status != "failed" and ids:
             models = [m.model_id for m in context.models]
-            print_summary(context.console, database_path(context.workspace), ids[0].name, models)
+            detectors = run_config.inference.detectors
+            print_summary(context.console, database_path(context.workspace), ids[0].name, models,
+                          cood_kappas=("msp", *(detector_column(name) for name in detectors)))
         context.console.print(f"workspace: {context.workspace}")
         context.console.print(f"  database: {database_path(context.workspace)}")
         context.console.print(f"  log:      {context.workspace / 'logs' / (context.run_id + '.log')}")
