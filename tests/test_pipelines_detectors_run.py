@@ -39,6 +39,8 @@ BASE = {"models": ["m"], "datasets": {"v": {"kind": "id", "root": "x"}, "t": {"k
         ({"names": ["knn"], "fit": "t", "fit_per_class": 0}, "fit_per_class must be a positive integer"),
         ({"names": ["knn"], "fit": "t", "k": 5}, "unknown key(s) k in [detectors]"),
         (None, "has kind \"fit\" but there is no [detectors] table"),
+        ({"names": ["knn"], "fit": "t", "params": {"vim": {"dim": 4}}}, "params.vim: 'vim' is not in names"),
+        ({"names": ["knn"], "fit": "t", "params": {"knn": {"dim": 4}}}, "unknown key(s) dim in [detectors] params.knn"),
     ],
 )
 def test_bad_detector_configs_name_the_problem(tmp_path, detectors, message):
@@ -180,3 +182,30 @@ def _classifier(ms):
 
     classifier = build_model(ms).get_classifier()
     return classifier.weight, classifier.bias
+
+
+def test_fit_phase_respects_the_feature_budget_and_refits_when_parameters_change(tmp_path):
+    """In-process fit phase: a budget below one model's n_fit × D × 4 bytes is a one-line error for that model;
+    stored statistics are reused under the same identity and refitted when a hyper-parameter changes."""
+    from pipelines.engine.detectors import DetectorSettings, fit_all
+    from pipelines.engine.inference import InferenceOptions
+    from pipelines.zoo import resolve_all
+
+    fit_set = load_folder("train", imagenet_folder(tmp_path / "train", WNIDS, per_class=3), "id")
+    models = resolve_all([MODEL])
+    opts = InferenceOptions(batch_size=4, device="cpu")
+    sha = fit_set_sha256(fit_set)
+    need = len(fit_set) * 64 * 4  # test_vit: D = 64, float32
+    tight = DetectorSettings(("knn",), "train", feature_budget_bytes=need - 1)
+    report = fit_all(models, fit_set, tmp_path / "ws", opts, tight, sha)
+    assert not report.stats and "fit-set features need" in report.errors[0] and "\n" not in report.errors[0]
+    enough = DetectorSettings(("knn",), "train", feature_budget_bytes=need)
+    first = fit_all(models, fit_set, tmp_path / "ws", opts, enough, sha)
+    assert first.lines == [f"detectors: {MODEL_ID} knn fitted (not fitted yet)"]
+    assert first.stats[0]["knn"].k == 1 and first.stats[0]["knn"].bank.shape == (len(fit_set), 64)
+    again = fit_all(models, fit_set, tmp_path / "ws", opts, enough, sha)
+    assert again.lines == [f"detectors: {MODEL_ID} knn reused"]
+    np.testing.assert_array_equal(again.stats[0]["knn"].bank, first.stats[0]["knn"].bank)
+    k3 = DetectorSettings(("knn",), "train", feature_budget_bytes=need, params={"knn": {"k": 3}})
+    changed = fit_all(models, fit_set, tmp_path / "ws", opts, k3, sha)
+    assert changed.lines == [f"detectors: {MODEL_ID} knn fitted (params changed)"] and changed.stats[0]["knn"].k == 3
