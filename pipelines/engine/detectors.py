@@ -227,8 +227,9 @@ def fit_all(
     for k, ms in enumerate(models):
         try:
             weights = weights_identity(ms)
-        except Exception as exc:
-            report.errors[k] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # e.g. a weights package that is not installed
+            report.errors[k] = "detectors: " + " ".join(f"{type(exc).__name__}: {exc}".split())
+            on_line(f"detectors: {ms.model_id} failed: {report.errors[k]}")
             continue
         folder = stats_dir(workspace, ms.model_id)
         expected = {
