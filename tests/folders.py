@@ -125,3 +125,17 @@ def decoded_crops(dataset, pre=None) -> tuple[np.ndarray, np.ndarray]:
     batch["idx"] = np.arange(len(dataset))
     out = decode_block(batch, [pre], max_pixels=10**8)
     return out["crop0"], out["error"]
+
+
+def timm_eval_batch(ms, dataset):
+    """The oracle input of ``dataset``'s images for model spec ``ms``: timm's own eval transform (``create_transform``
+    with the spec's preprocessing) of each image opened with PIL, stacked: ``(N, 3, S, S) float32`` torch tensor."""
+    import torch
+    from timm.data import create_transform
+
+    pre = ms.preprocess
+    transform = create_transform(
+        input_size=(3, pre.input_size, pre.input_size), is_training=False, interpolation=pre.interpolation,
+        mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
+    )
+    return torch.stack([transform(Image.open(dataset.path(i)).convert("RGB")) for i in range(len(dataset))])

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from folders import imagenet_folder
-from PIL import Image
+from folders import imagenet_folder, timm_eval_batch
 
 from cood import detectors as det
 from pipelines.data.datasets import imagenet1k_wnids, load_folder
@@ -98,17 +97,10 @@ def _write_config(tmp_path: Path, fit_root: str, fit_per_class: int) -> Path:
 
 def _features(ms, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Oracle features and logits: timm's own eval transform, then the model's forward_features/forward_head."""
-    from timm.data import create_transform
-
     from pipelines.zoo import build_model
 
-    pre = ms.preprocess
-    transform = create_transform(
-        input_size=(3, pre.input_size, pre.input_size), is_training=False, interpolation=pre.interpolation,
-        mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
-    )
     model = build_model(ms)
-    batch = torch.stack([transform(Image.open(dataset.path(i)).convert("RGB")) for i in range(len(dataset))])
+    batch = timm_eval_batch(ms, dataset)
     with torch.inference_mode():
         fmap = model.forward_features(batch)
         return model.forward_head(fmap, pre_logits=True).double().numpy(), model.forward_head(fmap).double().numpy()

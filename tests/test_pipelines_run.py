@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from folders import timm_eval_batch
 from PIL import Image
 
 from pipelines.data.datasets import imagenet1k_wnids, load_folder
@@ -45,8 +46,6 @@ def local_ray():
 
 
 def test_decode_once_and_logits_match_per_model_timm_transforms(tmp_path, local_ray):
-    from timm.data import create_transform
-
     dataset = load_folder("val", _make_images(tmp_path / "val"), "id")
     models = resolve_all(list(SHARED_SIGNATURE))
     assert len({m.preprocess.signature for m in models}) == 1
@@ -60,13 +59,8 @@ def test_decode_once_and_logits_match_per_model_timm_transforms(tmp_path, local_
     for ms in models:
         out = read_outputs(tmp_path / "ws", ms.model_id, "val")
         assert out.sample_ids == list(dataset.sample_ids)
-        pre = ms.preprocess
-        transform = create_transform(
-            input_size=(3, pre.input_size, pre.input_size), is_training=False, interpolation=pre.interpolation,
-            mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
-        )
         model = build_model(ms)
-        batch = torch.stack([transform(Image.open(dataset.path(i)).convert("RGB")) for i in range(len(dataset))])
+        batch = timm_eval_batch(ms, dataset)
         with torch.inference_mode():
             reference = model(batch).numpy()
         np.testing.assert_allclose(out.logits, reference, atol=1e-5, rtol=0)
