@@ -26,8 +26,9 @@ class AnalysisOptions:
       the selective and HSC analyses, and the calibration/test splits of the HSC threshold study (a run's
       top-level ``seed``, which also seeds OOD sampling and MC dropout).
     - ``n_fit``: samples in the temperature-scaling fit split (at most N // 10; ImageNet val: 5,000 / 45,000).
-    - ``selective_kappas``: κ of the selective-prediction metrics (cood.confidence names).
-    - ``cood_kappas``: κ of the C-OOD benchmarks (logit κ plus stored model-in-the-loop columns).
+    - ``selective_kappas``: κ of the selective-prediction metrics (cood.confidence names, plus the detectors'
+      stored ``det_<name>`` columns).
+    - ``cood_kappas``: κ of the C-OOD benchmarks (logit κ plus stored model-in-the-loop and detector columns).
     - ``cood_window``: OOD classes per severity level (|Y_ID|: 1,000 for ImageNet-1k).
     - ``cood_levels``: number of severity levels.
     - ``hsc_repetitions``: calibration/test splits of the HSC threshold study.

@@ -54,6 +54,7 @@ def test_config_adds_one_kappa_column_per_detector(tmp_path):
     assert config.inference.detectors == ("knn", "vim")
     assert config.inference.kappa_columns()[-2:] == ("det_knn", "det_vim")
     assert config.analysis.cood_kappas[-2:] == ("det_knn", "det_vim")
+    assert config.analysis.selective_kappas == ("msp", "neg_entropy", "max_logit", "det_knn", "det_vim")
     assert (config.detectors.fit, config.detectors.fit_per_class, config.detectors.feature_budget_bytes) == (
         "t", 3, 1024 << 20)
 
@@ -83,7 +84,7 @@ def _uebench(*args: str) -> subprocess.CompletedProcess:
 def _write_config(tmp_path: Path, fit_root: str, fit_per_class: int) -> Path:
     path = tmp_path / "run.toml"
     path.write_text(
-        f'models = ["{MODEL}"]\nanalyses = ["cood"]\nseed = 5\n'
+        f'models = ["{MODEL}"]\nanalyses = ["cood", "selective"]\nseed = 5\n'
         '[datasets.val]\nkind = "id"\nroot = "val"\n'
         '[datasets.ood]\nkind = "ood"\nroot = "ood"\nper_class = 6\nn_estimation = 4\n'
         f'[datasets.train]\nkind = "fit"\nroot = "{fit_root}"\n'
@@ -126,7 +127,8 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in NAMES:
         assert f"detectors: {MODEL_ID} {name} fitted (not fitted yet)" in result.stdout
-        assert f"det_{name}" in result.stdout  # a row of the printed C-OOD table
+        assert result.stdout.count(f"det_{name}") >= 2  # a row of the printed selective and C-OOD tables
+    assert "selective prediction on val (one row per model and κ" in result.stdout
     workspace = tmp_path / "uebench-workspace"
     (ms,) = resolve_all([MODEL])
     fit_set = sample_fit_set(load_folder("train", tmp_path / "train", "id"), 25, seed=5)
@@ -152,7 +154,21 @@ def test_run_scores_detectors_as_kappa_columns_equal_to_direct_scoring(tmp_path)
             assert stored.provenance.fit_set_sha256 == sha
     with Store.open(workspace / "uebench.duckdb", read_only=True) as store:
         kappas = set(store.query("SELECT DISTINCT kappa FROM cood_levels")["kappa"].to_list())
+        selective = store.query("SELECT * FROM selective_metrics WHERE kappa LIKE 'det_%' AND subset = 'all'")
     assert {f"det_{name}" for name in NAMES} <= kappas
+    # ID selective metrics of every detector: AUROC of κ separating correct from wrong predictions, brute force
+    out = read_outputs(workspace, MODEL_ID, "val")
+    correct = out.pred == out.labels
+    assert sorted(selective["kappa"].to_list()) == sorted(f"det_{name}" for name in NAMES)
+    assert not selective["temperature_scaled"].any() and selective["ece15"].is_null().all()
+    for row in selective.iter_rows(named=True):
+        assert (row["n"], row["accuracy"]) == (len(correct), pytest.approx(correct.mean()))
+        kappa = out.confidences[row["kappa"]]
+        diff = kappa[correct][:, None] - kappa[~correct][None, :]
+        if diff.size:  # random weights: often no correct prediction, when AUROC is undefined (null)
+            assert row["auroc"] == pytest.approx(((diff > 0) + 0.5 * (diff == 0)).mean(), abs=1e-12)
+        else:
+            assert row["auroc"] is None
 
     again = _uebench("run", str(_write_config(tmp_path, "train", 25)))
     assert again.returncode == 0, again.stderr[-3000:]

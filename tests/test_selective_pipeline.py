@@ -162,6 +162,35 @@ def test_bundle_other_kappas_and_bad_input():
         analyse_selective("toy", z, y[:-1])
 
 
+def test_a_stored_kappa_has_the_rows_without_ts_and_brute_force_metrics():
+    z, y = _model(20, 10, seed=4)
+    correct = z.argmax(axis=1) == y
+    kappa = np.random.default_rng(0).normal(size=y.size) + correct
+    kappa[:30] = np.round(kappa[:30], 1)  # ties
+    tables = analyse_selective_tables("toy", z, y, kappas=("msp", "det_knn"), split_seed=3, n_fit=20,
+                                      stored={"det_knn": kappa, "unused": np.zeros(3)})
+    df = tables["selective_metrics"]
+    rows = df.filter(pl.col("kappa") == "det_knn").sort("subset")
+    assert rows.select("temperature_scaled", "subset").rows() == [(False, "all"), (False, "ts_eval")]
+    assert rows["ece15"].is_null().all() and rows["temperature"].to_list() == [1.0, 1.0]
+    _, eval_idx, _ = stratified_split(y, n_fit=20, seed=3)
+    for subset, idx in (("all", np.arange(y.size)), ("ts_eval", eval_idx)):
+        row = rows.filter(pl.col("subset") == subset).row(0, named=True)
+        k, ok = kappa[idx], correct[idx]
+        diff = k[ok][:, None] - k[~ok][None, :]  # every (correct, wrong) pair; a tie counts one half
+        assert row["auroc"] == pytest.approx(((diff > 0) + 0.5 * (diff == 0)).mean(), abs=1e-12)
+        msp_row = df.filter((pl.col("kappa") == "msp") & ~pl.col("temperature_scaled") & (pl.col("subset") == subset))
+        assert row["accuracy"] == msp_row["accuracy"][0] and row["nll"] == msp_row["nll"][0]  # same classifier
+    curves = tables["selective_curves"].filter(pl.col("kappa") == "det_knn")
+    assert curves.select("temperature_scaled", "subset").unique().height == 2
+    assert tables["reliability_bins"].filter(pl.col("kappa") == "det_knn").height == 0
+    for bad, message in ((kappa[:-1], "one per sample"), (np.where(correct, np.nan, kappa), "finite")):
+        with pytest.raises(ValueError, match=message):
+            analyse_selective_tables("toy", z, y, kappas=("det_knn",), n_fit=20, stored={"det_knn": bad})
+    with pytest.raises(ValueError, match="kappas must be"):
+        analyse_selective_tables("toy", z, y, kappas=("det_vim",), n_fit=20, stored={"det_knn": kappa})
+
+
 def test_bundle_on_a_model_that_is_always_wrong():
     z, y = _model(10, 5, seed=3)
     y = (z.argmax(axis=1) + 1) % 5

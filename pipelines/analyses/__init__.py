@@ -107,13 +107,18 @@ def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables
 
 
 def _selective_one(inputs: AnalysisInputs, ms: ModelSpec) -> Tables:
+    from cood.confidence import REGISTRY as LOGIT_REGISTRY
     from pipelines.analyses.selective import analyse_selective_tables
 
     out = read_outputs(inputs.workspace, ms.model_id, inputs.id_dataset.name)
     options = inputs.options
+    columns = [k for k in options.selective_kappas if k not in LOGIT_REGISTRY]
+    missing = [k for k in columns if k not in out.confidences]
+    if missing:
+        raise ValueError(f"the outputs on {inputs.id_dataset.name!r} have no column {', '.join(missing)}")
     tables = analyse_selective_tables(
         ms.model_id, out.logits, out.labels, kappas=options.selective_kappas, split_seed=options.seed,
-        n_fit=options.n_fit,
+        n_fit=options.n_fit, stored={k: out.confidences[k] for k in columns},
     )
     return with_values(tables, run_id=inputs.run_id)
 
@@ -122,7 +127,8 @@ def selective(ctx: RunContext) -> Tables:
     """Selective-prediction metrics (hsc.selective) of every model on the ID dataset, with the stored
     risk–coverage points (``selective_curves``) and calibration bins (``reliability_bins``) the report draws.
 
-    Options: ``selective_kappas``, ``seed`` and ``n_fit`` (the temperature-scaling split).
+    Options: ``selective_kappas`` (logit κ, and stored columns such as the detectors' ``det_<name>``), ``seed``
+    and ``n_fit`` (the temperature-scaling split).
     """
     return map_models(ctx, _selective_one)
 

@@ -10,6 +10,11 @@ probability κ only):
 - subset ``ts_eval``: the evaluation part of the seeded stratified split (the reference's "ts_test45k"),
   once without and once with temperature scaling, so that the TS effect is not mixed with a subset effect.
 
+κ computed from the logits are registered in :mod:`cood.confidence`; a *stored* κ is a per-sample column the model
+actors wrote beside the logits (a feature-space detector's ``det_<name>``, pipelines.engine.inference), passed in
+``stored``. Temperature scaling changes neither a stored κ nor the prediction, so a stored κ has the two rows
+without TS (``all``, ``ts_eval``) and no TS row; it is not a probability (ECE null).
+
 T is fitted on the ``fit`` part of the split (:func:`stratified_split`), whose seed and SHA-256 are stored
 on every row; every model analysed with the same labels and seed gets the same split.
 """
@@ -17,7 +22,7 @@ on every row; every model analysed with the same labels and seed gets the same s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -177,6 +182,7 @@ def analyse_selective_tables(
     split_seed: int = DEFAULTS.seed,
     n_fit: int = DEFAULTS.n_fit,
     curve_points: int = CURVE_POINTS,
+    stored: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, pl.DataFrame]:
     """:func:`analyse_selective` with the tables a report draws, computed from the same sort with the same
     conventions (:func:`hsc.selective.selective_summary`): ``{"selective_metrics": …, "selective_curves": …,
@@ -187,14 +193,24 @@ def analyse_selective_tables(
     ``reliability_bins``: for every row of a probability κ, the 15 equal-width bins of its ``ece15`` in the
     row's ``bin_convention`` (every bin, empty ones with null mean and accuracy); Σ count·|mean_conf −
     accuracy| / n over them is the row's ``ece15``. Provenance (``run_id``) is left to the caller.
+
+    ``stored``: κ name -> (N,) float per-sample values aligned with ``labels`` (e.g. ``det_knn`` read from the
+    outputs); a name of ``kappas`` that is not in :mod:`cood.confidence` must be one of them (rows without TS only).
     """
     z, y = check_logits(logits, labels, finite=False)  # softmax_stats rejects non-finite logits
-    unknown = [k for k in kappas if k not in confidence.REGISTRY]
+    stored = dict(stored or {})
+    unknown = [k for k in kappas if k not in confidence.REGISTRY and k not in stored]
     if unknown or not kappas:
         raise ValueError(
             "kappas must be non-empty names registered in cood.confidence "
-            f"({', '.join(sorted(confidence.REGISTRY))}), got unknown {unknown or list(kappas)}"
+            f"({', '.join(sorted(confidence.REGISTRY))}) or stored columns ({', '.join(sorted(stored)) or 'none'}), "
+            f"got unknown {unknown or list(kappas)}"
         )
+    for name in kappas:
+        if name not in confidence.REGISTRY:
+            stored[name] = np.asarray(stored[name], dtype=np.float64)
+            if stored[name].shape != y.shape or not np.isfinite(stored[name]).all():
+                raise ValueError(f"stored κ {name!r} must be {y.shape[0]} finite values, one per sample")
     base = softmax_stats(z, y, exp=torch_exp)
     correct = base.top_class == y
     fit_idx, eval_idx, sha, fit = split_and_fit_temperature(z, y, seed=split_seed, n_fit=n_fit)
@@ -214,23 +230,24 @@ def analyse_selective_tables(
     eval_position[eval_idx] = np.arange(eval_idx.size)
     rows, curves, bins = [], [], []
     for name in kappas:
-        key_all, values_all = _kappa_values(name, base, z, 1.0, None)
-        key_ts, values_ts = _kappa_values(name, scaled, z, beta, eval_idx)
+        from_logits = name in confidence.REGISTRY
+        key_all, values_all = _kappa_values(name, base, z, 1.0, None) if from_logits else (stored[name], None)
+        key_ts, values_ts = _kappa_values(name, scaled, z, beta, eval_idx) if from_logits else (None, None)
         values_eval = None if values_all is None else values_all[eval_idx]
         # one sort of all samples also orders the eval subset (a stable order stays stable when restricted),
         # and T-invariant rankings (max logit) keep it with TS; summarize verifies each hint in O(n)
         order_all = stable_descending_order(key_all)
         order_eval = eval_position[order_all]
         order_eval = order_eval[order_eval >= 0]
-        hints = (order_all, order_eval, order_eval)
+        hints = (order_all, order_eval, order_eval)  # one per setting below (a stored κ has no TS row)
         settings = (
             (False, SUBSET_ALL, key_all, values_all, correct, base.nll, base.brier, 1.0),
             (False, SUBSET_TS_EVAL, key_all[eval_idx], values_eval, correct[eval_idx], base.nll[eval_idx],
              base.brier[eval_idx], 1.0),
             (True, SUBSET_TS_EVAL, key_ts, values_ts, correct[eval_idx], scaled.nll, scaled.brier,
              fit.temperature),
-        )  # fmt: skip
-        for (scaled_flag, subset, key, values, ok, nll, brier, temperature), hint in zip(settings, hints, strict=True):
+        )[: 3 if from_logits else 2]  # fmt: skip
+        for (scaled_flag, subset, key, values, ok, nll, brier, temperature), hint in zip(settings, hints, strict=False):
             summary = selective_summary(
                 key, ok, values=values, order_hint=hint, probability=name in PROBABILITY_KAPPAS,
                 convention=BIN_CONVENTION, max_points=curve_points,

@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             models = [m.model_id for m in context.models]
             detectors = run_config.inference.detectors
             print_summary(context.console, database_path(context.workspace), ids[0].name, models,
-                          cood_kappas=("msp", *(detector_column(name) for name in detectors)))
+                          kappas=("msp", *(detector_column(name) for name in detectors)))
         context.console.print(f"workspace: {context.workspace}")
         context.console.print(f"  database: {database_path(context.workspace)}")
         context.console.print(f"  log:      {context.workspace / 'logs' / (context.run_id + '.log')}")

@@ -111,7 +111,7 @@ def run_demo(
 
     db_path = database_path(workspace)
     print_summary(console, db_path, "the demo ImageNet val",
-                  cood_kappas=("msp", *(detector_column(name) for name in DEMO_DETECTORS)))
+                  kappas=("msp", *(detector_column(name) for name in DEMO_DETECTORS)))
     with console.status("writing the HTML report"):
         report = build_report(workspace)
     console.print(f"workspace: {workspace}")

@@ -277,6 +277,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
         raise UserError(f"need [cood] window ≥ 1, levels ≥ 2 and [hsc] repetitions ≥ 1, got {window}, {levels}, "
                         f"{repetitions}")
     detectors = _detectors(raw, datasets, seed)
+    detector_columns = tuple(detector_column(name) for name in (detectors.names if detectors else ()))
     chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
     overrides = None
     if "model_metadata" in raw:
@@ -310,7 +311,10 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             seed=seed, cood_window=window, cood_levels=levels, hsc_repetitions=repetitions,
             # the C-OOD κ: the logit κ plus every model-in-the-loop score (mcd_pred is a prediction, not a score)
             cood_kappas=(*LOGIT_KAPPAS, *(name for name in model_confidences if name != "mcd_pred"),
-                         *(detector_column(name) for name in (detectors.names if detectors else ()))),
+                         *detector_columns),
+            # the selective κ: the logit κ plus the detectors (a model-in-the-loop κ ranks another prediction
+            # or input: ODIN's perturbed input, MC dropout's mean prediction, so it is not a κ of these logits)
+            selective_kappas=(*LOGIT_KAPPAS, *detector_columns),
         ),
         raw=raw,
         metadata_overrides=overrides,

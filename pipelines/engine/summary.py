@@ -19,21 +19,23 @@ def _only(frame: pl.DataFrame, model_ids: list[str] | None) -> pl.DataFrame:
     return frame.filter(pl.col("model_id").is_in(keep))
 
 
-def _results_table(db_path: Path, id_name: str, model_ids: list[str] | None) -> Table:
+def _results_table(db_path: Path, id_name: str, model_ids: list[str] | None, kappas: tuple[str, ...]) -> Table:
     from results.store import Store
 
     with Store.open(db_path, read_only=True) as store:
         rows = store.query(
-            "SELECT model_id, n, accuracy, auroc, aurc, augrc, ece15 FROM selective_metrics "
-            "WHERE kappa = 'msp' AND NOT temperature_scaled AND subset = 'all' ORDER BY model_id"
+            "SELECT model_id, kappa, n, accuracy, auroc, aurc, augrc, ece15 FROM selective_metrics "
+            "WHERE NOT temperature_scaled AND subset = 'all' ORDER BY model_id"
         )
-    rows = _only(rows, model_ids)
-    table = Table(title=f"selective prediction on {id_name} (κ = MSP, no temperature scaling)")
-    for column in ("model", "images", "top-1 %", "AUROC", "AURC", "AUGRC", "ECE15"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows.iter_rows(named=True):
+    rows = _only(rows.filter(pl.col("kappa").is_in(list(kappas))), model_ids)
+    per_kappa = kappas != ("msp",)
+    named = "one row per model and κ" if per_kappa else "κ = MSP"
+    table = Table(title=f"selective prediction on {id_name} ({named}, no temperature scaling)")
+    for column in ("model", *(("κ",) if per_kappa else ()), "images", "top-1 %", "AUROC", "AURC", "AUGRC", "ECE15"):
+        table.add_column(column, justify="left" if column in ("model", "κ") else "right")
+    for row in rows.sort("model_id", pl.col("kappa").replace_strict(kappas, range(len(kappas)))).iter_rows(named=True):
         table.add_row(
-            row["model_id"], str(row["n"]), f"{100 * row['accuracy']:.1f}",
+            row["model_id"], *((row["kappa"],) if per_kappa else ()), str(row["n"]), f"{100 * row['accuracy']:.1f}",
             *(f"{row[c]:.4f}" if row[c] is not None else "–" for c in ("auroc", "aurc", "augrc", "ece15")),
         )
     return table
@@ -109,19 +111,19 @@ def _cood_table(db_path: Path, model_ids: list[str] | None, kappas: tuple[str, .
 
 def print_summary(
     console: Console, db_path: Path, id_name: str, model_ids: list[str] | None = None,
-    cood_kappas: tuple[str, ...] = ("msp",),
+    kappas: tuple[str, ...] = ("msp",),
 ) -> None:
     """Print the three tables from the results database for ``model_ids`` (None: every model), at most
-    MAX_MODELS models each; tables the database does not have are left out. ``cood_kappas``: the κ of the C-OOD
-    table (one row per model and κ when more than MSP, e.g. the feature-space detectors' ``det_<name>``)."""
+    MAX_MODELS models each; tables the database does not have are left out. ``kappas``: the κ of the selective and
+    C-OOD tables (one row per model and κ when more than MSP, e.g. the feature-space detectors' ``det_<name>``)."""
     from results.store import Store
 
     with Store.open(db_path, read_only=True, samples=False) as store:
         present = set(store.tables())
     if "selective_metrics" in present:
-        console.print(_results_table(db_path, id_name, model_ids))
+        console.print(_results_table(db_path, id_name, model_ids, kappas))
     if "cood_levels" in present:
-        console.print(_cood_table(db_path, model_ids, cood_kappas))
+        console.print(_cood_table(db_path, model_ids, kappas))
     if "hsc_rules" in present:
         console.print(_hsc_table(db_path, model_ids))
     if model_ids is not None and len(model_ids) > MAX_MODELS:
