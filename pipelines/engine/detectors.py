@@ -72,11 +72,13 @@ class DetectorSettings:
 @dataclass
 class FitReport:
     """What the fit phase did: ``stats`` model index -> {detector name: fitted statistics}; ``errors`` model index
-    -> one-line error (the model is failed for the run); ``lines`` what was fitted, reused or refitted and why."""
+    -> one-line error (the model is failed for the run); ``lines`` what was fitted, reused or refitted and why;
+    ``nodes`` model index -> the Ray node id of its fit task (models fitted on the cluster only)."""
 
     stats: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    nodes: dict[int, str] = field(default_factory=dict)
 
 
 def sample_fit_set(dataset: ImageDataset, per_class: int | None, seed: int) -> ImageDataset:
@@ -227,11 +229,13 @@ PROGRESS_STAGE = "detectors fit"
 
 @dataclass(frozen=True)
 class ModelFit:
-    """One model's fitted statistics (detector name -> stats, cood.detectors) and ``feature_bytes``, the fit-set
-    feature bytes it held while fitting (``n_fit × D × 4``; 0 when none of its detectors read the fit set)."""
+    """One model's fitted statistics (detector name -> stats, cood.detectors), ``feature_bytes``, the fit-set
+    feature bytes it held while fitting (``n_fit × D × 4``; 0 when none of its detectors read the fit set), and
+    ``node``, the Ray node id that fitted them ("" in process)."""
 
     stats: dict[str, Any]
     feature_bytes: int
+    node: str = ""
 
 
 def fit_concurrency(budget_bytes: int, measured_bytes: list[int]) -> int:
@@ -273,10 +277,12 @@ def _fit_task(
     names: list[str],
 ) -> ModelFit:
     """The body of one model's Ray fit task: :func:`fit_model` with the actors' torch thread count."""
+    import ray
     import torch
 
     torch.set_num_threads(max(1, opts.threads))
-    return fit_model(ms, fit_set, opts, settings, fit_sha256, names)
+    fit = fit_model(ms, fit_set, opts, settings, fit_sha256, names)
+    return dataclasses.replace(fit, node=ray.get_runtime_context().get_node_id())
 
 
 @dataclass(frozen=True)
@@ -400,6 +406,8 @@ def fit_all(
                 _fail(report, job.k, job.ms, _error_line(exc), on_line)
             else:
                 job.found.update(outcome.stats)
+                if outcome.node:
+                    report.nodes[job.k] = outcome.node
                 _done(report, job, settings.names, on_line)
         if on_progress is not None:
             on_progress(PROGRESS_STAGE, done, len(jobs))
