@@ -25,6 +25,7 @@ hyper-parameters. A rerun reuses them only when that identity matches, else refi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -324,6 +325,8 @@ def _on_cluster(
     """One Ray task per job, with the model actors' resources, at most :func:`fit_concurrency` in flight."""
     import ray
 
+    if not jobs:
+        return
     task = ray.remote(_fit_task).options(
         num_cpus=engine.cpus_per_actor, num_gpus=engine.gpus_per_actor or None,
         resources=engine.actor_resources or None,
@@ -348,7 +351,8 @@ def _on_cluster(
             yield job, fit
     finally:
         for ref in in_flight:  # the caller stopped early (an interrupt): leave no task running
-            ray.cancel(ref, force=True)
+            with contextlib.suppress(Exception):  # finished meanwhile, or Ray already disconnected
+                ray.cancel(ref, force=True)
 
 
 def fit_all(
