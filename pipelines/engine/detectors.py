@@ -5,12 +5,17 @@ A run with ``[detectors]`` (pipelines.engine.run_config) first fits, for each mo
 seeded per-class sample of it), then hands the statistics to the model actors, which score each detector as one
 more κ column ``det_<name>`` from the same forward pass as the logits (pipelines.engine.stream).
 
-The fit phase runs **in the driver process**, through the same model loading (pipelines.engine.inference.load_model),
-decode (pipelines.engine.stream.decode_block) and feature code (pipelines.zoo.features) as the actors, model after
-model: one model's fit-set features ``(n_fit, D) float32`` (plus its labels) are held while its detectors are
-fitted, then freed, so the peak feature memory is one model's, whatever the number of models; it must fit in
-``feature_budget_bytes`` (checked after the first batch, one-line error otherwise). Each model decodes the fit set
-again (one signature's crops are never kept across models).
+The fit phase checks which stored statistics can be reused and saves the new ones **in the driver** (it owns the
+workspace); the fitting itself, :func:`fit_model`, a pure function of (model, fit set, options, settings,
+detector names) -> statistics, runs as **one Ray task per model** with a model actor's resources
+(pipelines.engine.stream.EngineSettings) when Ray is initialised, else in process. It goes through the same model
+loading (pipelines.engine.inference.load_model), decode (pipelines.engine.stream.decode_block) and feature code
+(pipelines.zoo.features) as the actors; the task reads the fit set from its dataset root, never the workspace, and
+returns the statistics through the object store. A task holds one model's fit-set features ``(n_fit, D) float32``
+(plus its labels) while its detectors are fitted, then frees them; one model's must fit in
+``feature_budget_bytes`` (checked after the first batch, one-line error otherwise), and :func:`fit_concurrency`
+bounds the tasks in flight so their features together stay within it. Each model decodes the fit set again (one
+signature's crops are never kept across models).
 
 Statistics are stored as ``<workspace>/detectors/<model_id>/<name>.npz`` (cood.detectors.save_stats, atomic) next
 to ``<name>.json``, the identity they were fitted under: the model's weights identity
@@ -20,10 +25,12 @@ hyper-parameters. A rerun reuses them only when that identity matches, else refi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,7 @@ from cood import detectors as det
 from pipelines.data.datasets import ImageDataset
 from pipelines.engine.identity import sample_stamps, weights_identity
 from pipelines.engine.inference import InferenceOptions
+from pipelines.engine.stream import EngineSettings
 from pipelines.errors import UserError
 from pipelines.zoo import ModelSpec
 
@@ -65,11 +73,13 @@ class DetectorSettings:
 @dataclass
 class FitReport:
     """What the fit phase did: ``stats`` model index -> {detector name: fitted statistics}; ``errors`` model index
-    -> one-line error (the model is failed for the run); ``lines`` what was fitted, reused or refitted and why."""
+    -> one-line error (the model is failed for the run); ``lines`` what was fitted, reused or refitted and why;
+    ``nodes`` model index -> the Ray node id of its fit task (models fitted on the cluster only)."""
 
     stats: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    nodes: dict[int, str] = field(default_factory=dict)
 
 
 def sample_fit_set(dataset: ImageDataset, per_class: int | None, seed: int) -> ImageDataset:
@@ -215,21 +225,156 @@ def fit_features(
     return features[ok], labels, keep_logits, head, int((~ok).sum())
 
 
+PROGRESS_STAGE = "detectors fit"
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """One model's fitted statistics (detector name -> stats, cood.detectors), ``feature_bytes``, the fit-set
+    feature bytes it held while fitting (``n_fit × D × 4``; 0 when none of its detectors read the fit set), and
+    ``node``, the Ray node id that fitted them ("" in process)."""
+
+    stats: dict[str, Any]
+    feature_bytes: int
+    node: str = ""
+
+
+def fit_concurrency(budget_bytes: int, measured_bytes: list[int]) -> int:
+    """How many fit tasks may run at once: 1 while no model has finished (a model's feature size is unknown
+    before it runs), then ``max(1, budget_bytes // max(measured_bytes))``, the largest features measured so far
+    standing for every model still to run (1 when none held any)."""
+    largest = max(measured_bytes, default=0)
+    return max(1, budget_bytes // largest) if largest > 0 else 1
+
+
+def fit_model(
+    ms: ModelSpec, fit_set: ImageDataset, opts: InferenceOptions, settings: DetectorSettings, fit_sha256: str,
+    names: list[str],
+) -> ModelFit:
+    """Fit the detectors ``names`` of one model on the fit set: a pure function (it reads the model's weights and
+    the fit set's images, never the workspace). Features are read only when a detector fits on data or needs
+    the model's linear head, logits only when a detector fitting on data needs them; they are freed on return."""
+    need_data = any(det.detector(n).fits_on_data or "head" in det.detector(n).needs for n in names)
+    needs_logits = any("logits" in det.detector(n).needs and det.detector(n).fits_on_data for n in names)
+    features = labels = logits = head = None
+    feature_bytes = 0
+    if need_data:
+        features, labels, logits, head, _ = fit_features(
+            ms, fit_set, opts, settings.feature_budget_bytes, needs_logits
+        )
+        feature_bytes = len(fit_set) * features.shape[1] * 4
+    inputs = det.DetectorInputs(features=features, logits=logits, labels=labels)
+    fitted: dict[str, Any] = {}
+    for name in names:
+        d = det.detector(name)
+        if "head" in d.needs and head is None:
+            raise UserError(f"{name} needs the model's final linear layer, and {ms.model_id} has none")
+        fitted[name] = d.fit(inputs, head, fit_set_sha256=fit_sha256, **settings.params.get(name, {}))
+    return ModelFit(fitted, feature_bytes)
+
+
+def _fit_task(
+    ms: ModelSpec, fit_set: ImageDataset, opts: InferenceOptions, settings: DetectorSettings, fit_sha256: str,
+    names: list[str],
+) -> ModelFit:
+    """The body of one model's Ray fit task: :func:`fit_model` with the actors' torch thread count."""
+    import ray
+    import torch
+
+    torch.set_num_threads(max(1, opts.threads))
+    fit = fit_model(ms, fit_set, opts, settings, fit_sha256, names)
+    return dataclasses.replace(fit, node=ray.get_runtime_context().get_node_id())
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One model whose detectors ``names`` must be fitted (the others of ``found`` were reused)."""
+
+    k: int
+    ms: ModelSpec
+    names: list[str]
+    why: dict[str, str]
+    found: dict[str, Any]
+    folder: Path
+    expected: dict[str, dict[str, Any]]
+
+
+def _error_line(exc: BaseException) -> str:
+    """A fit failure as one line; a Ray task's error is reported by its cause (the task's own exception)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    return "detectors: " + " ".join(message.split())
+
+
+def _in_process(
+    jobs: list[_Job], fit_set: ImageDataset, opts: InferenceOptions, settings: DetectorSettings, fit_sha256: str,
+) -> Iterator[tuple[_Job, ModelFit | BaseException]]:
+    for job in jobs:
+        try:
+            yield job, fit_model(job.ms, fit_set, opts, settings, fit_sha256, job.names)
+        except Exception as exc:
+            yield job, exc
+
+
+def _on_cluster(
+    jobs: list[_Job], fit_set: ImageDataset, opts: InferenceOptions, settings: DetectorSettings, fit_sha256: str,
+    engine: EngineSettings,
+) -> Iterator[tuple[_Job, ModelFit | BaseException]]:
+    """One Ray task per job, with the model actors' resources, at most :func:`fit_concurrency` in flight."""
+    import ray
+
+    if not jobs:
+        return
+    task = ray.remote(_fit_task).options(
+        num_cpus=engine.cpus_per_actor, num_gpus=engine.gpus_per_actor or None,
+        resources=engine.actor_resources or None,
+    )
+    fit_ref = ray.put(fit_set)  # shipped once, not once per model
+    waiting = list(jobs)
+    in_flight: dict[Any, _Job] = {}
+    measured: list[int] = []
+    try:
+        while waiting or in_flight:
+            while waiting and len(in_flight) < fit_concurrency(settings.feature_budget_bytes, measured):
+                job = waiting.pop(0)
+                in_flight[task.remote(job.ms, fit_ref, opts, settings, fit_sha256, job.names)] = job
+            (ready,), _ = ray.wait(list(in_flight), num_returns=1)
+            job = in_flight.pop(ready)
+            try:
+                fit = ray.get(ready)
+            except Exception as exc:  # the task raised, its worker died, its node was lost
+                yield job, exc
+                continue
+            measured.append(fit.feature_bytes)
+            yield job, fit
+    finally:
+        for ref in in_flight:  # the caller stopped early (an interrupt): leave no task running
+            with contextlib.suppress(Exception):  # finished meanwhile, or Ray already disconnected
+                ray.cancel(ref, force=True)
+
+
 def fit_all(
     models: list[ModelSpec], fit_set: ImageDataset, workspace: Path, opts: InferenceOptions,
     settings: DetectorSettings, fit_sha256: str, on_line: Callable[[str], None] = lambda line: None,
+    engine: EngineSettings | None = None, on_progress: Callable[[str, int, int], None] | None = None,
 ) -> FitReport:
     """Fitted statistics of every detector in ``settings.names`` for every model (reused when stored under the
     same identity, else fitted now and saved); a model whose features cannot be read or whose detector cannot be
-    fitted (e.g. ViM on a model without a linear head) is reported in ``errors``, the others go on."""
+    fitted (e.g. ViM on a model without a linear head) is reported in ``errors``, the others go on.
+
+    The reuse check and the saving happen here, in the caller's process (which owns the workspace). The fitting
+    (:func:`fit_model`) runs as one Ray task per model when Ray is initialised, with the resources of a model
+    actor (``engine``: cpus_per_actor, gpus_per_actor, actor_resources), at most :func:`fit_concurrency` tasks
+    at once; else in process, model after model. ``on_progress(stage, models done, models to fit)``."""
     report = FitReport()
-    needs_logits = any("logits" in det.detector(n).needs and det.detector(n).fits_on_data for n in settings.names)
+    jobs: list[_Job] = []
     for k, ms in enumerate(models):
         try:
             weights = weights_identity(ms)
         except Exception as exc:  # e.g. a weights package that is not installed
-            report.errors[k] = "detectors: " + " ".join(f"{type(exc).__name__}: {exc}".split())
-            on_line(f"detectors: {ms.model_id} failed: {report.errors[k]}")
+            _fail(report, k, ms, _error_line(exc), on_line)
             continue
         folder = stats_dir(workspace, ms.model_id)
         expected = {
@@ -243,49 +388,59 @@ def fit_all(
                 found[name] = stats
             else:
                 why[name] = reason
+        job = _Job(k, ms, sorted(why), why, found, folder, expected)
         if why:
+            jobs.append(job)
+        else:
+            _done(report, job, settings.names, on_line)
+    ray = sys.modules.get("ray")  # never imported: not initialised either
+    if ray is not None and ray.is_initialized():
+        outcomes = _on_cluster(jobs, fit_set, opts, settings, fit_sha256, engine or EngineSettings())
+    else:
+        outcomes = _in_process(jobs, fit_set, opts, settings, fit_sha256)
+    if on_progress is not None and jobs:
+        on_progress(PROGRESS_STAGE, 0, len(jobs))
+    for done, (job, outcome) in enumerate(outcomes, start=1):
+        if isinstance(outcome, BaseException):
+            _fail(report, job.k, job.ms, _error_line(outcome), on_line)
+        else:
             try:
-                found.update(_fit_model(ms, fit_set, opts, settings, fit_sha256, sorted(why), needs_logits, folder,
-                                        expected))
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-                report.errors[k] = "detectors: " + " ".join(message.split())
-                on_line(f"detectors: {ms.model_id} failed: {report.errors[k]}")
-                continue
-        for name in settings.names:
-            verb = f"fitted ({why[name]})" if name in why else "reused"
-            report.lines.append(f"detectors: {ms.model_id} {name} {verb}")
-            on_line(report.lines[-1])
-        report.stats[k] = {name: found[name] for name in settings.names}
+                _save(job, outcome.stats)
+            except OSError as exc:
+                _fail(report, job.k, job.ms, _error_line(exc), on_line)
+            else:
+                job.found.update(outcome.stats)
+                if outcome.node:
+                    report.nodes[job.k] = outcome.node
+                _done(report, job, settings.names, on_line)
+        if on_progress is not None:
+            on_progress(PROGRESS_STAGE, done, len(jobs))
     return report
 
 
-def _fit_model(
-    ms: ModelSpec, fit_set: ImageDataset, opts: InferenceOptions, settings: DetectorSettings, fit_sha256: str,
-    names: list[str], needs_logits: bool, folder: Path, expected: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """Fit ``names`` for one model and save each with its identity; the features are freed on return."""
-    need_data = any(det.detector(n).fits_on_data or "head" in det.detector(n).needs for n in names)
-    features = labels = logits = head = None
-    if need_data:
-        features, labels, logits, head, _ = fit_features(
-            ms, fit_set, opts, settings.feature_budget_bytes, needs_logits
-        )
-    inputs = det.DetectorInputs(features=features, logits=logits, labels=labels)
-    fitted: dict[str, Any] = {}
+def _fail(report: FitReport, k: int, ms: ModelSpec, error: str, on_line: Callable[[str], None]) -> None:
+    report.errors[k] = error
+    on_line(f"detectors: {ms.model_id} failed: {error}")
+
+
+def _done(report: FitReport, job: _Job, names: tuple[str, ...], on_line: Callable[[str], None]) -> None:
     for name in names:
-        d = det.detector(name)
-        if "head" in d.needs and head is None:
-            raise UserError(f"{name} needs the model's final linear layer, and {ms.model_id} has none")
-        stats = d.fit(inputs, head, fit_set_sha256=fit_sha256, **settings.params.get(name, {}))
-        folder.mkdir(parents=True, exist_ok=True)
-        det.save_stats(folder / f"{name}.npz", stats)
-        atomic_write_text(folder / f"{name}.json", json.dumps(expected[name], sort_keys=True, indent=1) + "\n")
-        fitted[name] = stats
-    return fitted
+        verb = f"fitted ({job.why[name]})" if name in job.why else "reused"
+        report.lines.append(f"detectors: {job.ms.model_id} {name} {verb}")
+        on_line(report.lines[-1])
+    report.stats[job.k] = {name: job.found[name] for name in names}
+
+
+def _save(job: _Job, stats: dict[str, Any]) -> None:
+    """Save each fitted statistics object (atomic) with the identity it was fitted under."""
+    job.folder.mkdir(parents=True, exist_ok=True)
+    for name, value in stats.items():
+        det.save_stats(job.folder / f"{name}.npz", value)
+        atomic_write_text(job.folder / f"{name}.json", json.dumps(job.expected[name], sort_keys=True, indent=1) + "\n")
 
 
 __all__ = [
-    "DEFAULT_FEATURE_BUDGET_BYTES", "DetectorSettings", "FitReport", "check_disjoint", "file_identities",
-    "fit_all", "fit_features", "fit_set_sha256", "sample_fit_set", "stats_dir", "stats_identity",
+    "DEFAULT_FEATURE_BUDGET_BYTES", "DetectorSettings", "FitReport", "ModelFit", "check_disjoint", "file_identities",
+    "fit_all", "fit_concurrency", "fit_features", "fit_model", "fit_set_sha256", "sample_fit_set", "stats_dir",
+    "stats_identity",
 ]

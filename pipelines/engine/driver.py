@@ -281,17 +281,19 @@ def execute(
 
 def _fit_detectors(
     models: list[ModelSpec], fit_set: ImageDataset, workspace: Path, inference: InferenceOptions,
-    detectors: DetectorSettings, log: RunLog,
+    detectors: DetectorSettings, log: RunLog, settings: EngineSettings,
 ) -> tuple[list[ModelSpec], dict[int, dict[str, Any]], list[TaskResult], InferenceOptions]:
-    """The fit phase (pipelines.engine.detectors.fit_all): the models whose detectors are fitted, their
-    statistics by index into that list, a failed task (dataset = the fit set, shard -1) per other model, and the
-    inference options carrying the detectors and the fit set's fingerprint."""
+    """The fit phase (pipelines.engine.detectors.fit_all: one Ray task per model to fit, with the model actors'
+    resources from ``settings``): the models whose detectors are fitted, their statistics by index into that
+    list, a failed task (dataset = the fit set, shard -1) per other model, and the inference options carrying the
+    detectors and the fit set's fingerprint."""
     from pipelines.engine.detectors import fit_all, fit_set_sha256
 
     sha = fit_set_sha256(fit_set)
     log.line(f"detectors: fitting {', '.join(detectors.names)} on {fit_set.name} ({len(fit_set)} images, "
              f"fingerprint {sha[:12]})")
-    fitted = fit_all(models, fit_set, workspace, inference, detectors, sha, on_line=log.line)
+    fitted = fit_all(models, fit_set, workspace, inference, detectors, sha, on_line=log.line, engine=settings,
+                     on_progress=log.progress)
     failures = [
         TaskResult(models[k].model_id, fit_set.name, -1, "failed", error=error, attempts=0)
         for k, error in sorted(fitted.errors.items())
@@ -366,7 +368,9 @@ def _execute_locked(
 
     scored, stats, fit_failures = models, None, []
     if detectors is not None and fit_set is not None:
-        scored, stats, fit_failures, inference = _fit_detectors(models, fit_set, workspace, inference, detectors, log)
+        scored, stats, fit_failures, inference = _fit_detectors(
+            models, fit_set, workspace, inference, detectors, log, settings
+        )
     report = run_inference(
         scored, datasets, workspace, options=inference, settings=settings, run_id=run_id,
         on_progress=lambda stage, done, total: log.progress(f"inference {stage}", done, total), on_plan=on_plan,
