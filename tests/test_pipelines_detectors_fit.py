@@ -74,6 +74,8 @@ def test_cluster_fit_equals_in_process_fit_and_a_model_without_weights_fails_alo
         remote = fit_all(models, fit_set, tmp_path / "ws", opts, settings, sha, on_line=lines.append,
                          on_progress=lambda *p: progress.append(p))
         node = ray.get_runtime_context().get_node_id()
+        assert isinstance(remote.stats[0], ray.ObjectRef)  # held in the object store, not in the driver
+        remote_stats = ray.get(remote.stats[0])
     finally:
         ray.shutdown()
     assert remote.nodes == {0: node}  # fitted by a task, not in this process
@@ -86,7 +88,7 @@ def test_cluster_fit_equals_in_process_fit_and_a_model_without_weights_fails_alo
     ]
     assert progress[0] == (PROGRESS_STAGE, 0, 2) and progress[-1] == (PROGRESS_STAGE, 2, 2) and len(progress) == 3
     for name in settings.names:
-        got, expected = _arrays(remote.stats[0][name]), _arrays(local.stats[0][name])
+        got, expected = _arrays(remote_stats[name]), _arrays(local.stats[0][name])
         assert got.keys() == expected.keys()
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=f"{name}.{key}")

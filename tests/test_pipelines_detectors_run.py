@@ -4,6 +4,7 @@ here through timm's own transforms), with stored statistics reused or refitted o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -217,3 +218,9 @@ def test_fit_phase_respects_the_feature_budget_and_refits_when_parameters_change
     k3 = DetectorSettings(("knn",), "train", feature_budget_bytes=need, params={"knn": {"k": 3}})
     changed = fit_all(models, fit_set, tmp_path / "ws", opts, k3, sha)
     assert changed.lines == [f"detectors: {MODEL_ID} knn fitted (params changed)"] and changed.stats[0]["knn"].k == 3
+    # one detector reused, one fitted: both reported, the reused one read back from the workspace
+    both = fit_all(models, fit_set, tmp_path / "ws", opts, dataclasses.replace(k3, names=("knn", "mahalanobis")), sha)
+    assert both.lines == [f"detectors: {MODEL_ID} knn reused",
+                          f"detectors: {MODEL_ID} mahalanobis fitted (not fitted yet)"]
+    np.testing.assert_array_equal(both.stats[0]["knn"].bank, changed.stats[0]["knn"].bank)
+    assert both.stats[0]["mahalanobis"].means.shape == (3, 64)

@@ -53,7 +53,7 @@ def test_model_work_on_a_node_without_the_workspace_equals_a_local_run(tmp_path)
 
     ray.shutdown()
     init_ray(num_cpus=2)
-    local_fit, local = run(tmp_path / "local", EngineSettings(num_shards=3))
+    _, local = run(tmp_path / "local", EngineSettings(num_shards=3))
     ray.shutdown()
 
     workspace = tmp_path / "ws"
@@ -67,12 +67,13 @@ def test_model_work_on_a_node_without_the_workspace_equals_a_local_run(tmp_path)
     assert remote.model_nodes == {ms.model_id: [cluster.isolated_node_id] for ms in models}  # all model work there
     assert remote.weight_loads == {ms.model_id: 1 for ms in models}  # one resident actor per pipeline
     assert [r.status for r in remote.results] == ["ok"] * len(local.results)
-    for k, ms in enumerate(models):
+    for ms in models:
         a, b = read_outputs(tmp_path / "local", ms.model_id, "val"), read_outputs(workspace, ms.model_id, "val")
         assert a.sample_ids == b.sample_ids == list(dataset.sample_ids)
         np.testing.assert_array_equal(a.logits, b.logits)
         for name in DETECTORS.names:
             np.testing.assert_array_equal(a.confidences[f"det_{name}"], b.confidences[f"det_{name}"])
             saved = det.stats_to_arrays(det.load_stats(stats_dir(workspace, ms.model_id) / f"{name}.npz"))
-            for key, value in det.stats_to_arrays(local_fit.stats[k][name]).items():
+            local_saved = det.load_stats(stats_dir(tmp_path / "local", ms.model_id) / f"{name}.npz")
+            for key, value in det.stats_to_arrays(local_saved).items():
                 np.testing.assert_array_equal(saved[key], value, err_msg=f"{ms.model_id} {name}.{key}")

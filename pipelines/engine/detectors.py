@@ -72,11 +72,13 @@ class DetectorSettings:
 
 @dataclass
 class FitReport:
-    """What the fit phase did: ``stats`` model index -> {detector name: fitted statistics}; ``errors`` model index
+    """What the fit phase did: ``stats`` model index -> {detector name: fitted statistics}, or, when Ray is up, a Ray
+    object reference to that mapping (held in the object store, which spills to disk, not in the driver: KNN's
+    statistics are the whole fit-set feature bank, so the driver holds one model's at a time); ``errors`` model index
     -> one-line error (the model is failed for the run); ``lines`` what was fitted, reused or refitted and why;
     ``nodes`` model index -> the Ray node id of its fit task (models fitted on the cluster only)."""
 
-    stats: dict[int, dict[str, Any]] = field(default_factory=dict)
+    stats: dict[int, Any] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     nodes: dict[int, str] = field(default_factory=dict)
@@ -370,6 +372,9 @@ def fit_all(
     at once; else in process, model after model. ``on_progress(stage, models done, models to fit)``."""
     report = FitReport()
     jobs: list[_Job] = []
+    ray = sys.modules.get("ray")  # never imported: not initialised either
+    on_cluster = ray is not None and ray.is_initialized()
+    hold: Callable[[dict[str, Any]], Any] = ray.put if on_cluster else dict
     for k, ms in enumerate(models):
         try:
             weights = weights_identity(ms)
@@ -390,11 +395,11 @@ def fit_all(
                 why[name] = reason
         job = _Job(k, ms, sorted(why), why, found, folder, expected)
         if why:
+            found.clear()  # reloaded when the job is done: the driver holds one model's statistics at a time
             jobs.append(job)
         else:
-            _done(report, job, settings.names, on_line)
-    ray = sys.modules.get("ray")  # never imported: not initialised either
-    if ray is not None and ray.is_initialized():
+            _done(report, job, settings.names, on_line, hold)
+    if on_cluster:
         outcomes = _on_cluster(jobs, fit_set, opts, settings, fit_sha256, engine or EngineSettings())
     else:
         outcomes = _in_process(jobs, fit_set, opts, settings, fit_sha256)
@@ -406,13 +411,15 @@ def fit_all(
         else:
             try:
                 _save(job, outcome.stats)
-            except OSError as exc:
+                reused = {n: det.load_stats(job.folder / f"{n}.npz") for n in settings.names if n not in job.why}
+            except (OSError, ValueError, KeyError) as exc:
                 _fail(report, job.k, job.ms, _error_line(exc), on_line)
             else:
                 job.found.update(outcome.stats)
+                job.found.update(reused)
                 if outcome.node:
                     report.nodes[job.k] = outcome.node
-                _done(report, job, settings.names, on_line)
+                _done(report, job, settings.names, on_line, hold)
         if on_progress is not None:
             on_progress(PROGRESS_STAGE, done, len(jobs))
     return report
@@ -423,12 +430,17 @@ def _fail(report: FitReport, k: int, ms: ModelSpec, error: str, on_line: Callabl
     on_line(f"detectors: {ms.model_id} failed: {error}")
 
 
-def _done(report: FitReport, job: _Job, names: tuple[str, ...], on_line: Callable[[str], None]) -> None:
+def _done(
+    report: FitReport, job: _Job, names: tuple[str, ...], on_line: Callable[[str], None],
+    hold: Callable[[dict[str, Any]], Any],
+) -> None:
+    """Report ``job``'s statistics: ``hold`` (ray.put on a cluster) keeps them, and the job lets go of its copy."""
     for name in names:
         verb = f"fitted ({job.why[name]})" if name in job.why else "reused"
         report.lines.append(f"detectors: {job.ms.model_id} {name} {verb}")
         on_line(report.lines[-1])
-    report.stats[job.k] = {name: job.found[name] for name in names}
+    report.stats[job.k] = hold({name: job.found[name] for name in names})
+    job.found.clear()
 
 
 def _save(job: _Job, stats: dict[str, Any]) -> None:

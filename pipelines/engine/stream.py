@@ -567,15 +567,16 @@ def run_inference(
     run_id: str = "run",
     on_progress: Progress | None = None,
     on_plan: Callable[[Plan], None] | None = None,
-    detector_stats: dict[int, dict[str, Any]] | None = None,
+    detector_stats: dict[int, Any] | None = None,
 ) -> InferenceReport:
     """Compute every (model, dataset, shard) output that is missing or fails verification; reuse the rest.
 
     Returns every (model, dataset, shard) outcome: ``reused``, ``ok`` (computed now) or ``failed`` (with the
     model's error; the other models go on), plus what was recomputed and why, weight loads per model (distinct
     actors that built it), Ray Data tasks scheduled and the peak object-store bytes seen. ``detector_stats``:
-    model index -> {detector: fitted statistics} for ``options.detectors`` (pipelines.engine.detectors), put in
-    Ray's object store once per model; each model actor fetches its own models' statistics.
+    model index -> {detector: fitted statistics} for ``options.detectors`` (pipelines.engine.detectors), or a Ray
+    object reference to that mapping (as the fit phase hands them over), put in Ray's object store once per model;
+    each model actor fetches its own models' statistics.
     """
     import ray
 
@@ -606,7 +607,9 @@ def run_inference(
     names = {d.name: i for i, d in enumerate(datasets)}
     sampler = StoreSampler()
     seen_signatures: set[str] = set()
-    stats_refs = {k: ray.put(stats) for k, stats in (detector_stats or {}).items()} if opts.detectors else {}
+    stats_refs = {
+        k: stats if isinstance(stats, ray.ObjectRef) else ray.put(stats) for k, stats in (detector_stats or {}).items()
+    } if opts.detectors else {}
     for chunks in groups:
         indices = sorted(k for chunk in chunks for k in chunk)
         needed: dict[tuple[int, int], list[int]] = defaultdict(list)
