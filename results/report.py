@@ -388,20 +388,20 @@ def _overview_top(data: _Data, link: Callable[[str], str | None]) -> Section:
 
 
 def _detector_leaderboards(data: _Data, link: Callable[[str], str | None]) -> list[str]:
-    """The first top-k models of each detector κ (``det_*``) of selective_metrics by AUROC, in one table with a κ
+    """The first top-k models of each detector κ (``det_*``) of ``leaderboard_by_kappa``, in one table with a κ
     column (so the page holds at most top-k rows per detector); nothing without detector rows."""
     kappas = data.tables["selective_metrics"]["kappa"].unique().to_list()
     if not any(kappa.startswith(DETECTOR_PREFIX) for kappa in kappas):
         return []
     k = data.top_k
-    frame = data.canned("leaderboard_detectors")
+    frame = data.canned("leaderboard_by_kappa").filter(pl.col("kappa").str.starts_with(DETECTOR_PREFIX))
     top = frame.group_by("kappa", maintain_order=True).head(k)
     heading = (f"Selective prediction per detector κ: highest AUROC (no TS), the first {k} models of each of "
                f"{frame['kappa'].n_unique()} detectors")  # fmt: skip
     parts = [f"<h3>{html.escape(heading)}</h3>", html_table(top, link=link)]
     if frame.height > top.height:
-        parts.append(_note(f"{frame.height - top.height} more rows. All rows: uebench sql --query "
-                           "leaderboard_detectors"))  # fmt: skip
+        parts.append(_note(f"{frame.height - top.height} more rows. All rows (and every other κ): uebench sql "
+                           "--query leaderboard_by_kappa"))  # fmt: skip
     return parts
 
 

@@ -505,7 +505,7 @@ def test_detectors_section_is_the_paired_gains_and_their_summary(detector_report
     expected = [(k, m) for k in DETECTOR_KAPPAS for m in selective.filter(pl.col("kappa") == k)
                 .sort("auroc", descending=True)["model_id"][:2]]  # fmt: skip
     assert [(r["kappa"], r["model_id"]) for r in board] == expected
-    assert "16 more rows. All rows: uebench sql --query leaderboard_detectors" in sections["top"]
+    assert "16 more rows. All rows (and every other κ): uebench sql --query leaderboard_by_kappa" in sections["top"]
     # the comparisons page: each κ against msp at every model's hardest level, one point per (κ, model)
     comparisons = _specs((detector_report.parent / COMPARISONS_PAGE).read_text())
     assert _check_comparison_points(comparisons["cmp-detectors"], db, "detectors") == sum(map(len, gains.values()))
