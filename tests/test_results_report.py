@@ -544,11 +544,11 @@ def test_detectors_report_in_headless_chromium(detector_report: Path) -> None:
 # -- 1,000 models and the published table in headless Chromium -------------------------------------------------
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """A 1,000-model synthetic database plus both published tables, imported from their CSV formats: the C-OOD
-    table (707 names) and the HSC table (1,116 names), with reference_models of every published name as
-    uebench import-reference writes them; and its report. Returns (workspace, seconds the report took)."""
+    """A 1,000-model synthetic database with three detector κ, plus both published tables, imported from their CSV
+    formats: the C-OOD table (707 names) and the HSC table (1,116 names), with reference_models of every published
+    name as uebench import-reference writes them; and its report. Returns (workspace, seconds the report took)."""
     root = tmp_path_factory.mktemp("big")
-    frames = synthetic_frames(n_models=BIG, seed=1)
+    frames = add_detectors(synthetic_frames(n_models=BIG, seed=1), seed=1)
     frames["reference_cood_levels"] = read_reference_csv(write_published_cood_csv(root / "published.csv", 707))
     frames["reference_hsc_metrics"] = read_hsc_csv(write_published_hsc_csv(root / "hsc.csv", PUBLISHED_HSC))
     names = [*frames["reference_cood_levels"]["model_name"].unique(maintain_order=True),
@@ -681,6 +681,11 @@ def test_big_report_in_headless_chromium(big: tuple[Path, float]) -> None:
             for level, value in zip(median["x"], median["y"], strict=True):
                 values = levels.filter(pl.col("level") == level)["ood_auroc"].to_numpy()
                 assert value == pytest.approx(np.median(values), rel=1e-12)
+            # the detectors against MSP: a line and band per κ, and the detector leaderboard bounded by --top-k
+            gain = {t["name"] for t in figures["detector-gain"]["data"]}
+            assert {f"{k}: median" for k in ("det_knn", "det_mahalanobis", "det_vim", "neg_entropy")} <= gain
+            top = _sections((folder / "index.html").read_text())["top"]
+            assert len(_html_table(top, "Selective prediction per detector κ")) == 3 * 20
             # the published HSC population beside ours in the gain view, and our hAURC against the published one
             gains = _query(db, "SELECT model_name, rule, temperature_scaled, value FROM reference_hsc_metrics "
                                "WHERE metric = 'Gain' AND risk_type = '01' AND value IS NOT NULL")  # fmt: skip
