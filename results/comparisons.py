@@ -9,7 +9,11 @@ function here that turns those rows into one statistics row per group:
 - :func:`paired_summaries` (``regime_pairs``): the paired differences of a regime (with − without) per origin,
   regime and metric: mean and median Δ, a bootstrap interval of the mean, the exact two-sided sign test;
 - :func:`ts_summaries` (``ts_effect``): temperature scaling's change of each metric (the paired summary of
-  after − before) and how it reorders the models (Kendall's τ-b of the ranking before against after, rank moves).
+  after − before) and how it reorders the models (Kendall's τ-b of the ranking before against after, rank moves);
+- :func:`detector_summaries` (``detectors``): each κ (a feature-space detector ``det_<name>`` or another confidence
+  function) against MSP over the models that have both: medians of its mean and hardest-level OOD AUROC, the paired
+  summary of its gain over MSP at the hardest level (the fraction of models where it beats MSP there) and medians
+  of its selective AUROC and AURC.
 
 Conventions. Ranks are average ranks (ties share their mean rank). Kendall's τ-b is Σ sign(xᵢ−xⱼ)·sign(yᵢ−yⱼ)
 over the pairs divided by √(pairs untied in x · pairs untied in y). A bootstrap draws ``n_boot`` resamples of the
@@ -346,6 +350,71 @@ def ts_summaries(
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
+@dataclass(frozen=True)
+class DetectorSummary:
+    """One κ against MSP over the ``models`` (rows of ``detectors``) that have both on at least one level.
+
+    median_* are medians over those models of: the κ's mean OOD AUROC over the paired levels (mean_auroc) and MSP's
+    (msp_mean_auroc), the mean gain κ − MSP (mean_gain), the κ's and MSP's OOD AUROC at the model's hardest paired
+    level (hardest_auroc, msp_hardest_auroc); beats_msp_hardest: the fraction of the models whose hardest-level gain
+    is > 0. selective_models: the models with the κ's selective row (no TS, every sample), and the medians over them
+    of its and MSP's selective AUROC and AURC (NaN when none has one).
+    """
+
+    models: int
+    median_mean_auroc: float
+    median_msp_mean_auroc: float
+    median_mean_gain: float
+    median_hardest_auroc: float
+    median_msp_hardest_auroc: float
+    beats_msp_hardest: float
+    selective_models: int
+    median_selective_auroc: float
+    median_msp_selective_auroc: float
+    median_selective_aurc: float
+    median_msp_selective_aurc: float
+
+
+def _median(series: pl.Series) -> float:
+    """The median of the finite values of ``series``; NaN when it has none."""
+    values = series.drop_nulls().cast(pl.Float64).to_numpy()
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else math.nan
+
+
+def detector_summaries(
+    frame: pl.DataFrame,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> pl.DataFrame:
+    """One row per (origin, kappa) of a ``detectors`` frame (one row per model): the key columns, the
+    :class:`DetectorSummary` and :func:`paired_difference` of ``hardest_gain`` (the κ's OOD AUROC minus MSP's at
+    each model's hardest paired level), sorted by median_mean_auroc, best first."""
+    keys = ("origin", "kappa")
+    rows = []
+    for key, group in _groups(frame, keys):
+        hardest = group["hardest_gain"].drop_nulls().cast(pl.Float64).to_numpy()
+        hardest = hardest[np.isfinite(hardest)]
+        selective = group.filter(pl.col("selective_auroc").is_not_null() | pl.col("selective_aurc").is_not_null())
+        summary = DetectorSummary(
+            group.height, _median(group["mean_auroc"]), _median(group["msp_mean_auroc"]), _median(group["mean_gain"]),
+            _median(group["hardest_auroc"]), _median(group["msp_hardest_auroc"]),
+            float((hardest > 0).mean()) if hardest.size else math.nan, selective.height,
+            _median(selective["selective_auroc"]), _median(selective["msp_selective_auroc"]),
+            _median(selective["selective_aurc"]), _median(selective["msp_selective_aurc"]),
+        )  # fmt: skip
+        change = paired_difference(hardest, n_boot=n_boot, seed=seed, confidence=confidence)
+        rows.append({**key, **asdict(summary), **change.row()})
+    schema = dict.fromkeys(keys, pl.String())
+    for stats in (DetectorSummary, PairedDifference):
+        schema.update({name: pl.Int64() if kind == "int" else pl.Float64()
+                       for name, kind in stats.__annotations__.items()})
+    result = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return result.sort(["origin", "median_mean_auroc", "kappa"], descending=[False, True, False], nulls_last=True)
+
+
 # ---- the registry: what `uebench compare NAME` runs ---------------------------------------------------------------
 
 
@@ -439,6 +508,24 @@ COMPARISONS: dict[str, Comparison] = {
             {"family": ("family", None)},
         ),
         Comparison(
+            "detectors", "detectors",
+            "each κ (feature-space detectors det_<name>, other confidence functions) against MSP at each model's "
+            "hardest severity level, paired per model",
+            "does a detector keep its advantage over MSP on the OOD classes the model finds hardest? (issue 16: "
+            "OpenOOD compares detectors on fixed OOD sets, the C-OOD paper grades them per model for logit κ only)",
+            Figure("paired", "msp_hardest_auroc", "hardest_auroc", color="kappa",
+                   hover=("model_id", "hardest_level", "hardest_gain")),
+            detector_summaries,
+            {"model": ("model_id", None)},
+        ),
+        Comparison(
+            "detector_levels", "detector_levels",
+            "each κ's OOD AUROC gain over MSP per severity level: median and quartiles over models",
+            "where along the severity levels a detector gains or loses against MSP (issue 16)",
+            Figure("lines", "level", "median_auroc_gain", color="kappa",
+                   hover=("models", "q25_auroc_gain", "q75_auroc_gain", "beats_msp")),
+        ),
+        Comparison(
             "hsc_gain_by_regime", "hsc_gain_by_regime",
             "each hierarchical rule's hAURC gain over Selective per training regime",
             "CLIP, ImageNet-21k pre-training and distillation improve hierarchical selective performance (HSC paper)",
@@ -489,4 +576,17 @@ def statistic_lines(name: str, statistics: pl.DataFrame) -> list[str]:
                     f"{row['models_moved']} models move (at most {row['max_move']} places)"
                 )
             lines.append(f"{line} ({_bootstrap_note(row)})")
+        elif name == "detectors":
+            lines.append(
+                f"{row['origin']}: {row['kappa']} vs msp, {row['models']} models: median mean OOD AUROC "
+                f"{_fmt(row['median_mean_auroc'], '.4f')} (msp {_fmt(row['median_msp_mean_auroc'], '.4f')}); at the "
+                f"hardest level median {_fmt(row['median_hardest_auroc'], '.4f')} (msp "
+                f"{_fmt(row['median_msp_hardest_auroc'], '.4f')}), gain mean Δ {_fmt(row['mean'], '+.4g')} "
+                f"[{_fmt(row['mean_low'], '+.4g')}, {_fmt(row['mean_high'], '+.4g')}], median Δ "
+                f"{_fmt(row['median'], '+.4g')}, beats msp in {_fmt(100 * row['beats_msp_hardest'], '.1f')} % "
+                f"({row['n_positive']} up, {row['n_negative']} down), sign test p {_fmt(row['sign_test_p'], '.3g')}; "
+                f"selective AUROC median {_fmt(row['median_selective_auroc'], '.4f')} (msp "
+                f"{_fmt(row['median_msp_selective_auroc'], '.4f')}) over {row['selective_models']} models "
+                f"({_bootstrap_note(row)})"
+            )
     return lines

@@ -3,9 +3,10 @@
 Layout (default folder ``<workspace>/reports/report/``)::
 
     index.html              the overview: population scatter plots, grouped distributions, top-k tables, the
-                            C-OOD degradation of the population (ours and the published one), HSC gain and
-                            calibration (ours and the published HSC table), links to the comparisons, a
-                            searchable model index, provenance
+                            C-OOD degradation of the population (ours and the published one), the detectors
+                            against MSP (when cood_levels holds more than one κ), HSC gain and calibration (ours
+                            and the published HSC table), links to the comparisons, a searchable model index,
+                            provenance
     comparisons.html        the papers' comparisons, one figure per entry of results.comparisons.COMPARISONS with
                             its statistics (results.report_comparisons)
     models/<model_id>.html  one drill-down page per model: its selective metrics, risk–coverage curves,
@@ -38,6 +39,7 @@ from pathlib import Path
 import polars as pl
 
 from common import DB_FILENAME, temp_path
+from results.comparisons import detector_summaries
 from results.report_assets import CSS, DEFAULT_TOP_K, JS
 from results.report_comparisons import comparisons_index, comparisons_sections
 from results.report_parts import (
@@ -61,6 +63,8 @@ from results.sql import canned_query
 from results.store import Store
 
 MAIN_KAPPA = "msp"
+DETECTOR_PREFIX = "det_"  # the κ columns of feature-space detectors (named by pipelines/engine/inference.py)
+SHOWN_KAPPAS = 6  # a C-OOD figure with more κ shows msp and the detectors at first, the other κ in the legend only
 MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
 _SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")
 # plotly.js's cartesian bundle, unmodified from npm (results/assets/README.md: version, source and checksums)
@@ -378,8 +382,27 @@ def _overview_top(data: _Data, link: Callable[[str], str | None]) -> Section:
             continue
         frame = data.canned(query)
         parts.append(html_table(frame, link=link, max_rows=k, more_hint=f"All rows: uebench sql --query {query}"))
+    parts += _detector_leaderboards(data, link)
     note = _note(f"The first {k} rows of each canned query (uebench report --top-k); click a header to sort.")
     return Section("top", f"Top {k}", note + "".join(parts))
+
+
+def _detector_leaderboards(data: _Data, link: Callable[[str], str | None]) -> list[str]:
+    """The first top-k models of each detector κ (``det_*``) of ``leaderboard_by_kappa``, in one table with a κ
+    column (so the page holds at most top-k rows per detector); nothing without detector rows."""
+    kappas = data.tables["selective_metrics"]["kappa"].unique().to_list()
+    if not any(kappa.startswith(DETECTOR_PREFIX) for kappa in kappas):
+        return []
+    k = data.top_k
+    frame = data.canned("leaderboard_by_kappa").filter(pl.col("kappa").str.starts_with(DETECTOR_PREFIX))
+    top = frame.group_by("kappa", maintain_order=True).head(k)
+    heading = (f"Selective prediction per detector κ: highest AUROC (no TS), the first {k} models of each of "
+               f"{frame['kappa'].n_unique()} detectors")  # fmt: skip
+    parts = [f"<h3>{html.escape(heading)}</h3>", html_table(top, link=link)]
+    if frame.height > top.height:
+        parts.append(_note(f"{frame.height - top.height} more rows. All rows (and every other κ): uebench sql "
+                           "--query leaderboard_by_kappa"))  # fmt: skip
+    return parts
 
 
 def _quantile_sql(table: str) -> str:
@@ -390,18 +413,31 @@ def _quantile_sql(table: str) -> str:
     )
 
 
-def _band_traces(frame: pl.DataFrame, label: str, color: str, dash: str, band: bool) -> list[dict]:
+def _shown_kappas(kappas: Sequence[str]) -> set[str]:
+    """The κ a C-OOD figure draws at first: every κ when there are at most :data:`SHOWN_KAPPAS`, else msp and the
+    detectors (``det_*``); the others are in the legend only (a click shows them)."""
+    if len(kappas) <= SHOWN_KAPPAS:
+        return set(kappas)
+    return {kappa for kappa in kappas if kappa == MAIN_KAPPA or kappa.startswith(DETECTOR_PREFIX)}
+
+
+def _band_traces(
+    frame: pl.DataFrame, label: str, color: str, dash: str, band: bool, shown: bool = True
+) -> list[dict]:  # fmt: skip
+    """The median line of ``frame``'s (level, models, q25, q50, q75) rows and, with ``band``, the band between its
+    quartiles; one legend group (``label``), drawn at first when ``shown``, else in the legend only."""
     levels = _values(frame["level"])
+    visible = {"legendgroup": label, "visible": True if shown else "legendonly"}
     traces = []
     if band:
         traces.append(
             {"type": "scatter", "mode": "lines", "x": levels, "y": _values(frame["q25"]), "line": {"width": 0},
-             "showlegend": False, "hoverinfo": "skip", "name": f"{label}: 25 %"}
+             "showlegend": False, "hoverinfo": "skip", "name": f"{label}: 25 %", **visible}
         )  # fmt: skip
         traces.append(
             {"type": "scatter", "mode": "lines", "x": levels, "y": _values(frame["q75"]), "line": {"width": 0},
              "fill": "tonexty", "fillcolor": color + "33", "name": f"{label}: 25–75 % of models",
-             "hovertemplate": "level %{x}: 75 %: %{y:.4f}<extra></extra>"}
+             "hovertemplate": "level %{x}: 75 %: %{y:.4f}<extra></extra>", **visible}
         )  # fmt: skip
     traces.append(
         {
@@ -414,6 +450,7 @@ def _band_traces(frame: pl.DataFrame, label: str, color: str, dash: str, band: b
             "line": {"color": color, "dash": dash},
             "marker": {"size": 5},
             "hovertemplate": "level %{x}: median %{y:.4f} over %{customdata} models<extra></extra>",
+            **visible,
         }
     )
     return traces
@@ -431,18 +468,23 @@ def _overview_cood(data: _Data) -> Section:
     if published:
         frames["published"] = data.store.query(_quantile_sql("reference_cood_levels"))
     kappas = sorted(set().union(*(set(f["kappa"].to_list()) for f in frames.values())))
+    shown = _shown_kappas(kappas)
     for index, kappa in enumerate(kappas):
         color = _COLORS[index % len(_COLORS)]
         if "ours" in frames and (part := frames["ours"].filter(pl.col("kappa") == kappa)).height:
-            traces += _band_traces(part, f"{kappa}, ours", color, "solid", True)
+            traces += _band_traces(part, f"{kappa}, ours", color, "solid", True, kappa in shown)
         if "published" in frames and (part := frames["published"].filter(pl.col("kappa") == kappa)).height:
-            traces += _band_traces(part, f"{kappa}, published", color, "dot", not ours)
+            traces += _band_traces(part, f"{kappa}, published", color, "dot", not ours, kappa in shown)
+    hidden = "" if len(shown) == len(kappas) else (
+        f" With more than {SHOWN_KAPPAS} κ, {MAIN_KAPPA} and the detectors (det_*) are drawn at first; click the "
+        f"legend for the other {len(kappas) - len(shown)}."
+    )  # fmt: skip
     plot = Plot(
         "cood-degradation",
         traces,
         _layout("severity level (0 = easiest OOD classes)", "OOD AUROC"),
         "Median OOD AUROC over models at each severity level (quantile_cont over cood_levels), with the band of "
-        "the middle half of the models; dotted: the published table (reference_cood_levels).",
+        "the middle half of the models; dotted: the published table (reference_cood_levels)." + hidden,
     )
     body = _grid([plot])
     if ours and published:
@@ -454,6 +496,67 @@ def _overview_cood(data: _Data) -> Section:
     elif not published:
         body += _note("No published C-OOD table here: load one with uebench import-reference FILE.csv.")
     return Section("cood", title, body)
+
+
+_DETECTOR_COLUMNS = {  # the table of κ against MSP: detector_summaries' column -> the table's header
+    "kappa": "kappa", "models": "models", "median_mean_auroc": "median_mean_ood_auroc",
+    "median_msp_mean_auroc": "msp_median_mean_ood_auroc", "median_mean_gain": "median_mean_gain",
+    "median_hardest_auroc": "median_hardest_ood_auroc", "median_msp_hardest_auroc": "msp_median_hardest_ood_auroc",
+    "median": "median_hardest_gain", "beats_msp_hardest": "beats_msp_hardest", "sign_test_p": "sign_test_p",
+    "selective_models": "selective_models", "median_selective_auroc": "median_selective_auroc",
+    "median_msp_selective_auroc": "msp_median_selective_auroc", "median_selective_aurc": "median_selective_aurc",
+}  # fmt: skip
+
+
+def _overview_detectors(data: _Data) -> Section | None:
+    """Each κ against MSP (the comparisons detector_levels and detectors); None when cood_levels holds one κ or
+    none."""
+    title = "Detectors against MSP"
+    cood = data.tables["cood_levels"]
+    kappas = sorted(cood["kappa"].unique().to_list()) if cood.height else []
+    if len(kappas) < 2:
+        return None
+    if MAIN_KAPPA not in kappas:
+        return Section("detectors", title, _empty(f"no {MAIN_KAPPA} rows in cood_levels to pair the other κ with"))
+    levels = data.canned("detector_levels")
+    if levels.height == 0:
+        return Section("detectors", title, _empty(f"no pretrained model has {MAIN_KAPPA} and another κ on a level"))
+    shown = _shown_kappas(kappas)
+    ends = [levels["level"].min(), levels["level"].max()]
+    traces = [
+        {"type": "scatter", "mode": "lines", "name": f"no gain (= {MAIN_KAPPA})", "x": ends, "y": [0.0, 0.0],
+         "line": {"color": "#999", "dash": "dash"}, "hoverinfo": "skip"}
+    ]  # fmt: skip
+    for kappa in sorted(levels["kappa"].unique().to_list()):
+        part = levels.filter(pl.col("kappa") == kappa).sort("level")
+        part = part.select(
+            "level", "models", pl.col("q25_auroc_gain").alias("q25"), pl.col("median_auroc_gain").alias("q50"),
+            pl.col("q75_auroc_gain").alias("q75"),
+        )  # fmt: skip
+        color = _COLORS[kappas.index(kappa) % len(_COLORS)]
+        traces += _band_traces(part, kappa, color, "solid", True, kappa in shown)
+    hidden = len(set(levels["kappa"].to_list()) - shown)
+    plot = Plot(
+        "detector-gain",
+        traces,
+        _layout("severity level (each κ's own levels; 0 = easiest OOD classes)",
+                f"OOD AUROC gain over {MAIN_KAPPA} (κ − {MAIN_KAPPA})"),
+        f"Median over models of each κ's OOD AUROC minus {MAIN_KAPPA}'s at the same severity level, paired per "
+        "model and level, with the band of the middle half of the models; above 0 the κ detects the model's OOD "
+        "classes of that difficulty better (uebench compare detector_levels)."
+        + (f" {hidden} κ other than the detectors (det_*) are in the legend only." if hidden else ""),
+    )  # fmt: skip
+    summary = detector_summaries(data.canned("detectors"))
+    summary = summary.select([pl.col(column).alias(name) for column, name in _DETECTOR_COLUMNS.items()])
+    note = _note(
+        f"One row per κ over the pretrained models that have it and {MAIN_KAPPA} on the same levels, best median "
+        "mean OOD AUROC first: medians over models of the mean OOD AUROC over levels, of the gain over "
+        f"{MAIN_KAPPA}, of the OOD AUROC and the gain at each model's hardest level; beats_msp_hardest: the "
+        f"fraction of models where the κ beats {MAIN_KAPPA} there (sign test p); selective AUROC/AURC: no TS, "
+        "every ID sample. uebench compare detectors --statistics adds the bootstrap interval of the mean gain."
+    )
+    heading = f"<h3>Each κ against {MAIN_KAPPA} (uebench compare detectors)</h3>"
+    return Section("detectors", title, _grid([plot]) + heading + note + html_table(summary, max_rows=100))
 
 
 def _reference_scatter(joined: pl.DataFrame) -> Plot:
@@ -683,6 +786,7 @@ def _overview(data: _Data, subtitle: str) -> str:
         _overview_groups(data),
         _overview_top(data, link),
         _overview_cood(data),
+        *([detectors] if (detectors := _overview_detectors(data)) is not None else []),
         _overview_hsc(data),
         Section("comparisons", "The papers' comparisons", comparisons_index()),
         _model_index(data, link),

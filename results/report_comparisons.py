@@ -6,10 +6,11 @@ Each figure draws the rows of the comparison's canned query (the rows ``uebench 
 - ``scatter`` (metric_vs_accuracy): ``y`` against ``x``, one trace per (colour value, origin);
 - ``paired`` (regime_pairs): the value with the regime against the value without, one point per paired
   architecture, over the line y = x (above it: the regime raises the metric); unpaired rows are not drawn;
+  (detectors): each κ's OOD AUROC at a model's hardest level against MSP's there, one point per (κ, model);
 - ``rank`` (ts_effect): each model's rank after temperature scaling against its rank before, over y = x;
 - ``box`` (regime_groups, hsc_gain_by_regime): the stored quantiles as boxes (median, quartiles, min–max whiskers,
   mean) per ``x`` category, one trace per (colour value, origin);
-- ``lines`` (cood_degradation_by_family): ``y`` over ``x``, one line per (colour value, origin);
+- ``lines`` (cood_degradation_by_family, detector_levels): ``y`` over ``x``, one line per (colour value, origin);
 - ``bar`` (model_percentile): the percentile of each metric for the model the paper's finding is about — per origin
   the CLIP model with the highest mean C-OOD AUROC (:func:`percentile_models`).
 
@@ -65,6 +66,9 @@ _AXIS_TITLES = {
     "percentile": "percentile among the origin's models (100 = better than all others)",
     "level": "severity level (0 = easiest OOD classes)",
     "mean_ood_auroc": "mean OOD AUROC (MSP) over the family's models",
+    "msp_hardest_auroc": "MSP's OOD AUROC at the model's hardest severity level",
+    "hardest_auroc": "the κ's OOD AUROC at its hardest level (same level number)",
+    "median_auroc_gain": "median OOD AUROC gain over MSP (κ − MSP, paired per model and level)",
 }
 
 
@@ -261,7 +265,7 @@ def _annotation(statistics: pl.DataFrame | None, view: Mapping[str, object]) -> 
     for column, value in view.items():
         if column in shown.columns:
             shown = shown.filter(pl.col(column) == value)
-    keys = [c for c in ("origin", "regime") if c in shown.columns]
+    keys = [c for c in ("origin", "regime", "kappa") if c in shown.columns]
     lines = [_statistic_text(row, keys) for row in shown.iter_rows(named=True)]
     if not lines:
         return []
@@ -332,7 +336,7 @@ def comparison_plot(comparison: Comparison, rows: pl.DataFrame, statistics: pl.D
     caption = f"{comparison.description}. Paper: {comparison.finding}."
     if len(views) > 1:
         caption += f" {len(views)} views ({', '.join(figure.facet)}): choose one in the menu at the top right."
-    if figure.kind == "paired":
+    if comparison.name == "regime_pairs":
         caption += " Architectures of a regime without a plain counterpart are not drawn (uebench compare lists them)."
     return Plot(f"cmp-{comparison.name}", traces, layout, caption)
 

@@ -12,7 +12,7 @@ transaction, so re-ingesting the same outputs leaves identical table contents. T
 with fewer points or levels leaves none of the old rows behind.
 
 Every connection also gets the shared views of the canned queries (:data:`SHARED_VIEWS`: ``model_population``,
-``regime_members``; docs/comparisons.md) and a ``samples`` view (a temporary view, rebuilt at each open, so it
+``regime_members``, …; docs/comparisons.md) and a ``samples`` view (a temporary view, rebuilt at each open, so it
 follows the workspace wherever it is copied) over ``<workspace>/outputs/model=*/dataset=*/*.parquet`` with hive columns
 ``model`` and ``dataset``; with no outputs it is an empty view with the per-sample columns. The view lists the
 files it covers: a file whose Parquet footer cannot be read (a truncated or half-copied shard) is left out with
@@ -121,7 +121,7 @@ def readable_outputs(outputs: Path) -> list[Path]:
 
 # Views over the tables that several canned queries read (results/queries/views/<name>.sql), created as temporary
 # views at every open like ``samples``, in this order (a later one may read an earlier one).
-SHARED_VIEWS = ("model_population", "regime_members")
+SHARED_VIEWS = ("model_population", "regime_members", "detector_pairs")
 
 
 @functools.cache

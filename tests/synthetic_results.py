@@ -325,6 +325,49 @@ def synthetic_frames(
     return {name: frame for name, frame in frames.items() if name in TABLES}
 
 
+DETECTORS = ("det_knn", "det_mahalanobis", "det_vim")
+
+
+def add_detectors(
+    frames: dict[str, pl.DataFrame], detectors: tuple[str, ...] = DETECTORS, seed: int = 0
+) -> dict[str, pl.DataFrame]:  # fmt: skip
+    """``frames`` (of :func:`synthetic_frames`) with rows for feature-space detector κ (``det_<name>``) added as the
+    C-OOD and selective analyses write them: per model and detector, the model's MSP cood_levels rows with an OOD
+    AUROC of MSP's plus a gain that changes linearly from level 0 to the last level (start and end drawn in
+    [-0.05, 0.1], so some detectors lose their advantage on the hardest levels) plus noise, clipped to [0, 1]; and
+    selective_metrics rows without TS on subsets ``all`` and ``ts_eval`` with the model's accuracy, a drawn AUROC
+    and AURC, and ECE NULL (a detector's score is not a probability). Other tables are unchanged."""
+    rng = np.random.default_rng(seed)
+    out = dict(frames)
+    msp = frames["cood_levels"].filter(pl.col("kappa") == "msp")
+    parts = []
+    for detector in detectors:
+        n_models = msp["model_id"].n_unique()
+        start, end = rng.uniform(-0.05, 0.1, n_models), rng.uniform(-0.05, 0.1, n_models)
+        index = msp["model_id"].rank("dense").cast(pl.Int64).to_numpy() - 1
+        fraction = (msp["level"] / (msp["num_levels"] - 1).clip(1)).to_numpy()
+        gain = start[index] + (end[index] - start[index]) * fraction + rng.normal(0.0, 0.01, msp.height)
+        parts.append(msp.with_columns(pl.lit(detector).alias("kappa"),
+                                      (pl.col("ood_auroc") + gain).clip(0.0, 1.0).alias("ood_auroc")))  # fmt: skip
+    out["cood_levels"] = pl.concat([frames["cood_levels"], *parts])
+    selective = frames["selective_metrics"].filter((pl.col("kappa") == "msp") & ~pl.col("temperature_scaled"))
+    rows = []
+    for detector in detectors:
+        for subset, n in (("all", 50_000), ("ts_eval", 45_000)):
+            rows.append(
+                selective.with_columns(
+                    pl.lit(detector).alias("kappa"), pl.lit(subset).alias("subset"),
+                    pl.lit(n, dtype=pl.Int64).alias("n"),
+                    pl.Series("auroc", rng.uniform(0.7, 0.92, selective.height)),
+                    (pl.col("aurc") * rng.uniform(0.8, 1.3, selective.height)).alias("aurc"),
+                    pl.lit(None, dtype=pl.Float64).alias("ece15"), pl.lit(None, dtype=pl.Float64).alias("mce15"),
+                    pl.lit(None, dtype=pl.Float64).alias("aece"), pl.lit(None, dtype=pl.String).alias("bin_convention"),
+                )
+            )  # fmt: skip
+    out["selective_metrics"] = pl.concat([frames["selective_metrics"], *rows])
+    return out
+
+
 def _synthetic_regimes(models: np.ndarray) -> pl.DataFrame:
     """The training-regime columns of ``models`` (ids ``timm-<name>.<tag>[-v<i>]``): the rules of
     :func:`results.model_metadata.classify` on ``name.tag``, then, so that every regime comparison has pairs, model

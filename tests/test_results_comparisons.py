@@ -21,7 +21,8 @@ from results.sql import canned_queries, canned_query, run_query
 from results.store import database_path, ingest_frames, shared_views
 
 QUERIES = ("metric_vs_accuracy", "regime_pairs", "regime_groups", "ts_effect", "model_percentile",
-           "cood_degradation_by_family", "hsc_gain_by_regime")
+           "cood_degradation_by_family", "hsc_gain_by_regime", "detectors", "detector_levels")
+OURS_ONLY = ("detectors", "detector_levels")  # the detectors are ours: the published tables have logit κ only
 FLAGS = ("distilled", "self_supervised", "semi_supervised", "clip", "adversarial")
 
 
@@ -339,6 +340,9 @@ def test_queries_run_on_a_database_of_one_origin(tmp_path: Path, origin: str) ->
     frames = _our_frames() if origin == "ours" else _published_frames()
     workspace = _workspace(tmp_path / origin, frames)
     for name in QUERIES:
+        if origin == "published" and name in OURS_ONLY:
+            assert _query(workspace, name).height == 0, name
+            continue
         frame = _query(workspace, name)
         assert frame.height > 0, name
         assert set(frame["origin"]) == {origin}, name
@@ -353,8 +357,196 @@ def test_shared_views_are_the_one_home_of_population_and_regimes() -> None:
     assert users == {"metric_vs_accuracy", "regime_pairs", "regime_groups", "model_percentile"}
     members = {name for name in QUERIES if "regime_members" in canned_query(name).sql}
     assert members == {"regime_pairs", "regime_groups", "hsc_gain_by_regime"}
+    pairs = {name for name in QUERIES if "detector_pairs" in canned_query(name).sql}
+    assert pairs == {"detectors", "detector_levels"}
+    assert all("cood_levels" not in canned_query(name).sql for name in pairs)
     assert "'in21k', 'in22k', 'in12k'" in shared_views()["regime_members"]
     assert cmp.REGIMES == tuple(re.findall(r"\('(\w+)', \d\)", shared_views()["regime_members"]))
+
+
+# ---- detectors against MSP ---------------------------------------------------------------------------------------
+
+# model -> (pretrained, {κ: OOD AUROC per level, None: no value}); selective rows below
+_DETECTOR_LEVELS = {
+    "timm-a": (True, {"msp": [0.90, 0.80, 0.60], "det_knn": [0.92, 0.85, 0.55],
+                      "det_vim": [0.91, None, 0.70, 0.50]}),  # vim: level 1 NULL, level 3 without msp
+    "timm-b": (True, {"msp": [0.95, 0.85, 0.70], "det_knn": [0.90, 0.90, 0.80]}),
+    "timm-c": (True, {"det_knn": [0.99, 0.99]}),  # no msp: nothing to pair with
+    "timm-random": (False, {"msp": [0.5, 0.5], "det_knn": [0.9, 0.9]}),  # random weights: left out
+}
+
+
+def _detector_frames() -> dict[str, pl.DataFrame]:
+    models, levels = [], []
+    for model_id, (pretrained, kappas) in _DETECTOR_LEVELS.items():
+        models.append({"model_id": model_id, "spec": model_id, "source": "timm", "name": model_id[5:],
+                       "pretrained": pretrained})
+        for kappa, values in kappas.items():
+            levels += [{"model_id": model_id, "kappa": kappa, "level": level, "num_levels": len(values),
+                        "percentile": float(level), "ood_auroc": value} for level, value in enumerate(values)]
+    selective = [
+        {"model_id": "timm-a", "kappa": "msp", "temperature_scaled": False, "subset": "all", "n": 10, "auroc": 0.85,
+         "aurc": 0.05},
+        {"model_id": "timm-a", "kappa": "det_knn", "temperature_scaled": False, "subset": "all", "n": 10,
+         "auroc": 0.80, "aurc": 0.06},
+        {"model_id": "timm-a", "kappa": "det_knn", "temperature_scaled": False, "subset": "ts_eval", "n": 5,
+         "auroc": 0.10, "aurc": 0.90},  # another subset: not read
+        {"model_id": "timm-b", "kappa": "det_knn", "temperature_scaled": False, "subset": "all", "n": 10,
+         "auroc": 0.70, "aurc": 0.08},
+    ]  # fmt: skip
+    return {"models": table_frame("models", models), "cood_levels": table_frame("cood_levels", levels),
+            "selective_metrics": table_frame("selective_metrics", selective)}
+
+
+@pytest.fixture(scope="module")
+def detector_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _workspace(tmp_path_factory.mktemp("detectors"), _detector_frames())
+
+
+def test_detectors_by_hand(detector_workspace: Path) -> None:
+    rows = _query(detector_workspace, "detectors")
+    assert sorted(rows.select("kappa", "model_id").iter_rows()) == [
+        ("det_knn", "timm-a"), ("det_knn", "timm-b"), ("det_vim", "timm-a")]
+    assert set(rows["origin"]) == {"ours"}
+    knn_a = _one(rows, kappa="det_knn", model_id="timm-a")  # levels 0-2: gains +.02 +.05 -.05
+    assert (knn_a["levels"], knn_a["hardest_level"]) == (3, 2)
+    assert knn_a["mean_auroc"] == pytest.approx((0.92 + 0.85 + 0.55) / 3)
+    assert knn_a["msp_mean_auroc"] == pytest.approx((0.90 + 0.80 + 0.60) / 3)
+    assert knn_a["mean_gain"] == pytest.approx(0.02 / 3)
+    assert (knn_a["hardest_auroc"], knn_a["msp_hardest_auroc"]) == (pytest.approx(0.55), pytest.approx(0.60))
+    assert knn_a["hardest_gain"] == pytest.approx(-0.05)
+    assert (knn_a["selective_auroc"], knn_a["selective_aurc"]) == (pytest.approx(0.80), pytest.approx(0.06))
+    assert knn_a["msp_selective_auroc"] == pytest.approx(0.85)
+    knn_b = _one(rows, kappa="det_knn", model_id="timm-b")  # gains -.05 +.05 +.10; no msp selective row
+    assert knn_b["hardest_gain"] == pytest.approx(0.10) and knn_b["msp_selective_auroc"] is None
+    vim = _one(rows, kappa="det_vim", model_id="timm-a")  # level 1 NULL, level 3 without msp: levels 0 and 2
+    assert (vim["levels"], vim["hardest_level"]) == (2, 2)
+    assert vim["mean_auroc"] == pytest.approx(0.805) and vim["hardest_gain"] == pytest.approx(0.10)
+    assert vim["selective_auroc"] is None
+
+    summary = cmp.detector_summaries(rows, n_boot=20)
+    assert summary["kappa"].to_list() == ["det_knn", "det_vim"]  # median mean AUROC .82 then .805
+    knn = _one(summary, kappa="det_knn")
+    assert knn["models"] == 2 and knn["median_mean_auroc"] == pytest.approx((2.32 / 3 + 2.6 / 3) / 2)
+    assert knn["median_msp_mean_auroc"] == pytest.approx((2.3 / 3 + 2.5 / 3) / 2)
+    assert knn["median_hardest_auroc"] == pytest.approx(0.675)
+    assert knn["median_msp_hardest_auroc"] == pytest.approx(0.65)
+    assert knn["beats_msp_hardest"] == pytest.approx(0.5)
+    assert (knn["n_pairs"], knn["n_positive"], knn["n_negative"]) == (2, 1, 1)
+    assert knn["mean"] == pytest.approx(0.025) and knn["median"] == pytest.approx(0.025)
+    assert knn["sign_test_p"] == pytest.approx(1.0)
+    assert knn["selective_models"] == 2 and knn["median_selective_auroc"] == pytest.approx(0.75)
+    assert knn["median_msp_selective_auroc"] == pytest.approx(0.85)  # only a has one
+    vim = _one(summary, kappa="det_vim")
+    assert vim["selective_models"] == 0 and math.isnan(vim["median_selective_auroc"])
+    assert vim["beats_msp_hardest"] == 1.0 and vim["sign_test_p"] == pytest.approx(1.0)
+
+    levels = _query(detector_workspace, "detector_levels")
+    assert sorted(levels.select("kappa", "level").iter_rows()) == [
+        ("det_knn", 0), ("det_knn", 1), ("det_knn", 2), ("det_vim", 0), ("det_vim", 2)]
+    zero = _one(levels, kappa="det_knn", level=0)  # gains +.02 (a) and -.05 (b)
+    assert zero["models"] == 2 and zero["median_auroc_gain"] == pytest.approx(-0.015)
+    assert zero["q25_auroc_gain"] == pytest.approx(-0.05 + 0.25 * 0.07)
+    assert zero["q75_auroc_gain"] == pytest.approx(-0.05 + 0.75 * 0.07)
+    assert zero["beats_msp"] == pytest.approx(0.5) and zero["median_msp_ood_auroc"] == pytest.approx(0.925)
+    assert _one(levels, kappa="det_knn", level=2)["mean_auroc_gain"] == pytest.approx(0.025)
+
+
+def _brute_force_detectors(frames: dict[str, pl.DataFrame]) -> dict[tuple[str, str], dict[str, object]]:
+    """(κ, model) -> the detectors row, by loops over the raw rows (independent of the SQL)."""
+    pretrained = {m for m, p in frames["models"].select("model_id", "pretrained").iter_rows() if p}
+    auroc = {(m, k, lv): v for m, k, lv, v in frames["cood_levels"].select("model_id", "kappa", "level",
+                                                                             "ood_auroc").iter_rows()}  # fmt: skip
+    selective = {(m, k): (a, r) for m, k, ts, sub, a, r in frames["selective_metrics"].select(
+        "model_id", "kappa", "temperature_scaled", "subset", "auroc", "aurc").iter_rows() if not ts and sub == "all"}
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for (model, kappa, level), value in sorted(auroc.items()):
+        base = auroc.get((model, "msp", level))
+        if kappa == "msp" or model not in pretrained or value is None or base is None:
+            continue
+        row = out.setdefault((kappa, model), {"levels": []})
+        row["levels"].append((level, value, base))
+    for (kappa, model), row in out.items():
+        pairs = row.pop("levels")
+        level, value, base = max(pairs)
+        row.update(levels=len(pairs), hardest_level=level, hardest_auroc=value, msp_hardest_auroc=base,
+                   hardest_gain=value - base, mean_auroc=float(np.mean([v for _, v, _ in pairs])),
+                   msp_mean_auroc=float(np.mean([b for _, _, b in pairs])),
+                   mean_gain=float(np.mean([v - b for _, v, b in pairs])),
+                   selective_auroc=selective.get((model, kappa), (None, None))[0],
+                   selective_aurc=selective.get((model, kappa), (None, None))[1])
+    return out
+
+
+def test_detectors_equal_a_brute_force_loop_on_synthetic_tables(tmp_path: Path) -> None:
+    from synthetic_results import add_detectors, synthetic_frames
+
+    frames = add_detectors(synthetic_frames(n_models=7, seed=4), seed=4)
+    rng = np.random.default_rng(0)
+    levels = frames["cood_levels"]
+    drop = rng.random(levels.height) < 0.08  # some levels missing (msp's ones unpair the others)
+    blank = rng.random(levels.height) < 0.05  # some levels without a value
+    frames["cood_levels"] = levels.filter(~pl.Series(drop)).with_columns(
+        pl.when(pl.Series(blank[~drop])).then(None).otherwise(pl.col("ood_auroc")).alias("ood_auroc"))
+    frames["models"] = frames["models"].with_columns(pl.col("model_id").is_in([frames["models"]["model_id"][1]]).not_()
+                                                     .alias("pretrained"))  # fmt: skip
+    workspace = _workspace(tmp_path / "synthetic", frames)
+    expected = _brute_force_detectors(frames)
+    rows = _query(workspace, "detectors")
+    assert sorted(rows.select("kappa", "model_id").iter_rows()) == sorted(expected)
+    assert {kappa for kappa, _ in expected} == {"neg_entropy", "max_logit", "det_knn", "det_mahalanobis", "det_vim"}
+    for row in rows.iter_rows(named=True):
+        want = expected[(row["kappa"], row["model_id"])]
+        for column, value in want.items():
+            assert row[column] == (pytest.approx(value, abs=1e-12) if isinstance(value, float) else value), column
+    summary = cmp.detector_summaries(rows, n_boot=30, seed=2)
+    for row in summary.iter_rows(named=True):
+        own = [w for (kappa, _), w in expected.items() if kappa == row["kappa"]]
+        gains = np.array([w["hardest_gain"] for w in own])
+        assert row["models"] == len(own) == row["n_pairs"]
+        assert row["median_mean_auroc"] == pytest.approx(np.median([w["mean_auroc"] for w in own]), abs=1e-12)
+        assert row["median_hardest_auroc"] == pytest.approx(np.median([w["hardest_auroc"] for w in own]), abs=1e-12)
+        assert row["beats_msp_hardest"] == pytest.approx(np.mean(gains > 0))
+        assert row["sign_test_p"] == pytest.approx(stats.binomtest(int((gains > 0).sum()), int((gains != 0).sum()))
+                                                   .pvalue)  # fmt: skip
+        chosen = np.random.default_rng(2).integers(0, gains.size, (30, gains.size))
+        assert row["mean_low"] == pytest.approx(np.percentile(gains[chosen].mean(axis=1), 2.5), abs=1e-12)
+        with_selective = [w["selective_auroc"] for w in own if w["selective_auroc"] is not None]
+        assert row["selective_models"] == len(with_selective)
+        assert row["median_selective_auroc"] == pytest.approx(np.median(with_selective), abs=1e-12)
+    by_level = _query(workspace, "detector_levels")
+    gains: dict[tuple[str, int], list[float]] = {}
+    raw = _raw_levels(frames)
+    for (model, kappa, level), value in raw.items():
+        base = raw.get((model, "msp", level))
+        if kappa != "msp" and (kappa, model) in expected and value is not None and base is not None:
+            gains.setdefault((kappa, level), []).append(value - base)
+    assert sorted(by_level.select("kappa", "level").iter_rows()) == sorted(gains)
+    for row in by_level.iter_rows(named=True):
+        values = np.array(gains[(row["kappa"], row["level"])])
+        assert row["models"] == values.size
+        for column, q in (("q25_auroc_gain", 25), ("median_auroc_gain", 50), ("q75_auroc_gain", 75)):
+            assert row[column] == pytest.approx(np.percentile(values, q), abs=1e-12)
+        assert row["beats_msp"] == pytest.approx(np.mean(values > 0))
+
+
+def _raw_levels(frames: dict[str, pl.DataFrame]) -> dict[tuple[str, str, int], float | None]:
+    return {(m, k, lv): v for m, k, lv, v in frames["cood_levels"].select("model_id", "kappa", "level",
+                                                                            "ood_auroc").iter_rows()}  # fmt: skip
+
+
+def test_compare_detectors(detector_workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "compare", "detectors", "-w", str(detector_workspace), "--n-boot", "20")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("ours: det_knn vs msp, 2 models: median mean OOD AUROC 0.8200 (msp 0.8000); at the "
+                               "hardest level median 0.6750 (msp 0.6500), gain mean Δ +0.025 [")
+    assert "beats msp in 50.0 % (1 up, 1 down), sign test p 1;" in lines[0] and lines[1].startswith("ours: det_vim")
+    code, out, _ = _run(capsys, "compare", "detectors", "-w", str(detector_workspace), "--model", "timm-b",
+                        "--format", "json")
+    assert code == 0 and [(r["kappa"], r["hardest_gain"]) for r in json.loads(out)] == [("det_knn", pytest.approx(0.1))]
+    code, out, _ = _run(capsys, "compare", "detector_levels", "-w", str(detector_workspace), "--format", "csv")
+    assert code == 0 and pl.read_csv(out.encode()).height == 5
 
 
 # ---- uebench compare ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from scipy import stats
 from synthetic_results import (
     OOD_DATASET,
     PUBLISHED_HSC_COLUMNS,
+    add_detectors,
     synthetic_frames,
     write_published_cood_csv,
     write_published_hsc_csv,
@@ -37,7 +38,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-OVERVIEW_SECTIONS = ["population", "groups", "top", "cood", "hsc", "comparisons", "index", "provenance"]
+OVERVIEW_SECTIONS = ["population", "groups", "top", "cood", "detectors", "hsc", "comparisons", "index", "provenance"]
 MODEL_SECTIONS = ["selective", "curves", "cood", "hsc", "provenance"]
 BIG = 1000
 PUBLISHED_HSC = 1116  # models in the HSC paper's full table
@@ -356,7 +357,7 @@ def test_report_on_an_empty_database_says_so(tmp_path: Path) -> None:
     ingest_frames(database_path(tmp_path), {})
     index = build_report(tmp_path, tmp_path / "empty")
     sections = _sections(index.read_text())
-    assert list(sections) == OVERVIEW_SECTIONS
+    assert list(sections) == [s for s in OVERVIEW_SECTIONS if s != "detectors"]  # no κ to compare
     for anchor in ("population", "groups", "cood", "hsc", "index"):
         assert 'class="empty"' in sections[anchor], anchor
     assert "no HSC results and no published HSC table in this database" in sections["hsc"]
@@ -420,14 +421,134 @@ def test_report_command_and_errors(small: Path, tmp_path: Path, capsys: pytest.C
         build_report(tmp_path)
 
 
+# -- detectors against MSP ---------------------------------------------------------------------------------------
+DETECTOR_KAPPAS = ("det_ash", "det_knn", "det_mahalanobis", "det_vim")  # with msp, neg_entropy, max_logit: 7 κ
+
+
+@pytest.fixture(scope="module")
+def detector_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-model synthetic database with four detector κ (seven κ in all) and its report with --top-k 2."""
+    root = tmp_path_factory.mktemp("detectors")
+    ingest_frames(database_path(root), add_detectors(synthetic_frames(n_models=6, seed=7), DETECTOR_KAPPAS, seed=7))
+    return build_report(root, top_k=2)
+
+
+def _html_table(body: str, heading: str) -> list[dict[str, object]]:
+    """The rows of the first table after ``heading`` in ``body``: numbers from data-v, texts without tags."""
+    table = re.search(r"<table.*?</table>", body.split(heading, 1)[1], flags=re.S).group(0)
+    head = re.findall(r"<th>(.*?)</th>", table)
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], flags=re.S):
+        cells = [float(v.group(1)) if (v := re.search(r'data-v="([^"]+)"', attributes)) else re.sub(r"<[^>]+>", "", t)
+                 for attributes, t in re.findall(r"<td([^>]*)>(.*?)</td>", row)]  # fmt: skip
+        rows.append(dict(zip(head, cells, strict=True)))
+    return rows
+
+
+def _paired_gains(db: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """κ -> model -> [(level, κ − msp OOD AUROC)] over the levels both have, by a loop over the stored rows."""
+    levels = {(m, k, lv): v for m, k, lv, v in _query(db, "SELECT model_id, kappa, level, ood_auroc FROM cood_levels")
+              .iter_rows()}  # fmt: skip
+    gains: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for (model, kappa, level), value in sorted(levels.items()):
+        base = levels.get((model, "msp", level))
+        if kappa != "msp" and value is not None and base is not None:
+            gains.setdefault(kappa, {}).setdefault(model, []).append((level, value - base))
+    return gains
+
+
+def test_detectors_section_is_the_paired_gains_and_their_summary(detector_report: Path) -> None:
+    db = database_path(detector_report.parent.parent.parent)
+    document = detector_report.read_text()
+    sections = _sections(document)
+    assert list(sections) == OVERVIEW_SECTIONS
+    gains = _paired_gains(db)
+    kappas = sorted(gains)
+    assert kappas == sorted([*DETECTOR_KAPPAS, "max_logit", "neg_entropy"])
+    # the figure: per κ the median and quartiles over models of the paired gain at each level
+    spec = _specs(document)["detector-gain"]
+    names = {t["name"]: t for t in spec["data"]}
+    assert set(names) == {"no gain (= msp)"} | {f"{k}: {w}" for k in kappas
+                                                 for w in ("median", "25 %", "25–75 % of models")}  # fmt: skip
+    for kappa in kappas:
+        per_level: dict[int, list[float]] = {}
+        for pairs in gains[kappa].values():
+            for level, gain in pairs:
+                per_level.setdefault(level, []).append(gain)
+        for what, q in (("median", 50), ("25 %", 25), ("25–75 % of models", 75)):
+            trace = names[f"{kappa}: {what}"]
+            assert trace["x"] == sorted(per_level)
+            assert trace["y"] == pytest.approx([np.percentile(per_level[lv], q) for lv in trace["x"]], abs=1e-12)
+            # seven κ: the detectors drawn at first, the logit κ in the legend only (one group per κ)
+            assert trace["visible"] == (True if kappa.startswith("det_") else "legendonly") and trace["legendgroup"]
+    degradation = _specs(document)["cood-degradation"]["data"]
+    shown = {t["name"].split(",")[0] for t in degradation if t["visible"] is True}
+    hidden = {t["name"].split(",")[0] for t in degradation if t["visible"] == "legendonly"}
+    assert shown == {"msp", *DETECTOR_KAPPAS} and hidden == {"max_logit", "neg_entropy"}
+    # the table: one row per κ, the medians and fractions of the per-model values
+    rows = {r["kappa"]: r for r in _html_table(sections["detectors"], "(uebench compare detectors)")}
+    assert sorted(rows) == kappas
+    assert [r["median_mean_ood_auroc"] for r in rows.values()] == sorted(
+        (r["median_mean_ood_auroc"] for r in rows.values()), reverse=True)
+    for kappa, row in rows.items():
+        models = gains[kappa]
+        hardest = [max(pairs)[1] for pairs in models.values()]
+        assert row["models"] == len(models)
+        assert row["median_hardest_gain"] == pytest.approx(np.median(hardest), abs=1e-12)
+        means = [np.mean([gain for _, gain in pairs]) for pairs in models.values()]
+        assert row["median_mean_gain"] == pytest.approx(np.median(means), abs=1e-12)
+        assert row["beats_msp_hardest"] == pytest.approx(np.mean(np.array(hardest) > 0))
+    # the leaderboard per detector κ: the two best models of each by AUROC (no TS, every sample), with a κ column
+    board = _html_table(sections["top"], "Selective prediction per detector κ")
+    selective = _query(db, "SELECT kappa, model_id, auroc FROM selective_metrics WHERE kappa LIKE 'det%' AND NOT "
+                           "temperature_scaled AND subset = 'all'")  # fmt: skip
+    expected = [(k, m) for k in DETECTOR_KAPPAS for m in selective.filter(pl.col("kappa") == k)
+                .sort("auroc", descending=True)["model_id"][:2]]  # fmt: skip
+    assert [(r["kappa"], r["model_id"]) for r in board] == expected
+    assert "16 more rows. All rows (and every other κ): uebench sql --query leaderboard_by_kappa" in sections["top"]
+    # the comparisons page: each κ against msp at every model's hardest level, one point per (κ, model)
+    comparisons = _specs((detector_report.parent / COMPARISONS_PAGE).read_text())
+    assert _check_comparison_points(comparisons["cmp-detectors"], db, "detectors") == sum(map(len, gains.values()))
+    annotation = comparisons["cmp-detectors"]["layout"]["annotations"][0]["text"]
+    assert all(f"ours, {kappa} (" in annotation for kappa in kappas)
+
+
+def test_detectors_report_in_headless_chromium(detector_report: Path) -> None:
+    sync_playwright = _playwright()
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            figures = {f["id"]: f for f in _check_page(page, detector_report.resolve().as_uri())}
+            drawn = {t["name"] for t in figures["detector-gain"]["data"]}
+            assert {f"{k}: median" for k in (*DETECTOR_KAPPAS, "max_logit", "neg_entropy")} <= drawn
+            legend = page.evaluate("""() => Array.from(document.querySelectorAll('#detector-gain g.legend g.traces'))
+                                          .map(g => g.textContent)""")  # fmt: skip
+            assert "det_knn: median" in legend and "neg_entropy: median" in legend  # legend-only κ are listed
+            visible = dict(page.evaluate("() => document.getElementById('detector-gain').data.map(t => [t.name, "
+                                         "t.visible === undefined ? true : t.visible])"))  # fmt: skip
+            assert visible["det_vim: median"] is True and visible["max_logit: median"] == "legendonly"
+            compared = {f["id"]: f for f in _check_page(page, (detector_report.parent / COMPARISONS_PAGE).resolve()
+                                                        .as_uri())}  # fmt: skip
+            assert {"cmp-detectors", "cmp-detector_levels"} <= set(compared)
+            assert {t["name"] for t in compared["cmp-detector_levels"]["data"]} >= {f"{k} (ours)"
+                                                                                  for k in DETECTOR_KAPPAS}
+        finally:
+            browser.close()
+    assert not errors, errors
+
+
 # -- 1,000 models and the published table in headless Chromium -------------------------------------------------
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """A 1,000-model synthetic database plus both published tables, imported from their CSV formats: the C-OOD
-    table (707 names) and the HSC table (1,116 names), with reference_models of every published name as
-    uebench import-reference writes them; and its report. Returns (workspace, seconds the report took)."""
+    """A 1,000-model synthetic database with three detector κ, plus both published tables, imported from their CSV
+    formats: the C-OOD table (707 names) and the HSC table (1,116 names), with reference_models of every published
+    name as uebench import-reference writes them; and its report. Returns (workspace, seconds the report took)."""
     root = tmp_path_factory.mktemp("big")
-    frames = synthetic_frames(n_models=BIG, seed=1)
+    frames = add_detectors(synthetic_frames(n_models=BIG, seed=1), seed=1)
     frames["reference_cood_levels"] = read_reference_csv(write_published_cood_csv(root / "published.csv", 707))
     frames["reference_hsc_metrics"] = read_hsc_csv(write_published_hsc_csv(root / "hsc.csv", PUBLISHED_HSC))
     names = [*frames["reference_cood_levels"]["model_name"].unique(maintain_order=True),
@@ -560,6 +681,11 @@ def test_big_report_in_headless_chromium(big: tuple[Path, float]) -> None:
             for level, value in zip(median["x"], median["y"], strict=True):
                 values = levels.filter(pl.col("level") == level)["ood_auroc"].to_numpy()
                 assert value == pytest.approx(np.median(values), rel=1e-12)
+            # the detectors against MSP: a line and band per κ, and the detector leaderboard bounded by --top-k
+            gain = {t["name"] for t in figures["detector-gain"]["data"]}
+            assert {f"{k}: median" for k in ("det_knn", "det_mahalanobis", "det_vim", "neg_entropy")} <= gain
+            top = _sections((folder / "index.html").read_text())["top"]
+            assert len(_html_table(top, "Selective prediction per detector κ")) == 3 * 20
             # the published HSC population beside ours in the gain view, and our hAURC against the published one
             gains = _query(db, "SELECT model_name, rule, temperature_scaled, value FROM reference_hsc_metrics "
                                "WHERE metric = 'Gain' AND risk_type = '01' AND value IS NOT NULL")  # fmt: skip
