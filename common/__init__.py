@@ -8,6 +8,8 @@ here is written nowhere else (docs/layout.md).
 - :data:`IMAGE_EXTENSIONS`: file suffixes (lower case) that the dataset listings and the C-OOD manifest treat as
   images; both must agree or the manifest samples files the engine never lists.
 - :data:`DB_FILENAME`: the DuckDB file of a workspace.
+- :data:`DETECTOR_PREFIX`: the κ of a feature-space detector ``<name>`` is the column ``det_<name>`` (the engine
+  writes it, the report picks detectors by it).
 - :data:`PUBLISHED_KAPPA_NAMES` / :data:`KAPPA_FROM_PUBLISHED`: our κ names and the names the C-OOD reference
   results use (cood.md §5), one table read both ways.
 - :func:`temp_path`, :func:`atomic_output`, :func:`atomic_write_bytes`, :func:`atomic_write_text`: write to a
@@ -27,6 +29,7 @@ from pathlib import Path
 
 __all__ = [
     "DB_FILENAME",
+    "DETECTOR_PREFIX",
     "IMAGE_EXTENSIONS",
     "KAPPA_FROM_PUBLISHED",
     "PUBLISHED_KAPPA_NAMES",
@@ -44,6 +47,8 @@ WNID_PATTERN = re.compile(r"n\d{8}")
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 DB_FILENAME = "uebench.duckdb"
+
+DETECTOR_PREFIX = "det_"
 
 # Our κ name -> the name the reference C-OOD results use (cood.md §5).
 PUBLISHED_KAPPA_NAMES: dict[str, str] = {

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
-from common import DB_FILENAME, temp_path
+from common import DB_FILENAME, DETECTOR_PREFIX, temp_path
 from results.comparisons import detector_summaries
 from results.report_assets import CSS, DEFAULT_TOP_K, JS
 from results.report_comparisons import comparisons_index, comparisons_sections
@@ -63,7 +63,6 @@ from results.sql import canned_query
 from results.store import Store
 
 MAIN_KAPPA = "msp"
-DETECTOR_PREFIX = "det_"  # the κ columns of feature-space detectors (named by pipelines/engine/inference.py)
 SHOWN_KAPPAS = 6  # a C-OOD figure with more κ shows msp and the detectors at first, the other κ in the legend only
 MARKER = ".uebench-report"  # a folder holding this file is a report this module may replace
 _SAFE_PAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,150}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from common import DETECTOR_PREFIX
 from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
 from pipelines.zoo import ModelSpec
 
@@ -28,7 +29,7 @@ TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCC
 
 def detector_column(name: str) -> str:
     """The κ column of feature-space detector ``name`` (``det_mahalanobis``, ...)."""
-    return f"det_{name}"
+    return f"{DETECTOR_PREFIX}{name}"
 
 
 class TransientError(RuntimeError):
