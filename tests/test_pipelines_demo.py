@@ -253,6 +253,7 @@ def test_demo_scores_detectors_fitted_on_images_it_does_not_evaluate(demo_worksp
     all_ids = {f"{w.name}/{f.name}" for w in (demo_workspace / "data" / ID_DATASET).iterdir() for f in w.iterdir()}
     with Store.open(demo_workspace / "uebench.duckdb", read_only=True) as store:
         levels = store.query("SELECT DISTINCT model_id, kappa FROM cood_levels")
+        selective = store.query("SELECT DISTINCT model_id, kappa FROM selective_metrics WHERE kappa LIKE 'det_%'")
     for ms in resolve_all(list(REDUCED_MODELS)):
         out = read_outputs(demo_workspace, ms.model_id, ID_DATASET)
         evaluated = set(out.sample_ids)
@@ -265,3 +266,6 @@ def test_demo_scores_detectors_fitted_on_images_it_does_not_evaluate(demo_worksp
             assert np.isfinite(out.confidences[f"det_{name}"]).all()
         kappas = set(levels.filter(levels["model_id"] == ms.model_id)["kappa"].to_list())
         assert {f"det_{name}" for name in DEMO_DETECTORS} <= kappas
+        # and of the selective metrics on the evaluated ID images
+        stored = set(selective.filter(selective["model_id"] == ms.model_id)["kappa"].to_list())
+        assert stored == {f"det_{name}" for name in DEMO_DETECTORS}

@@ -101,7 +101,7 @@ def run_demo(
         workspace,
         [(name, analyses.REGISTRY[name]) for name in DEMO_ANALYSES],
         options=replace(DEFAULTS, seed=seed, cood_window=window, hsc_repetitions=DEMO_HSC_REPETITIONS,
-                        cood_kappas=kappas),
+                        cood_kappas=kappas, selective_kappas=kappas),
         config={"command": "demo", "models": list(models), "images_per_class": images_per_class, "seed": seed},
         console=console,
         detectors=detectors,
