@@ -32,7 +32,7 @@ from pipelines.engine.detectors import DetectorSettings
 from pipelines.engine.inference import InferenceOptions, InferenceReport, TaskResult, cluster_gpus, init_ray
 from pipelines.engine.lifecycle import WorkspaceLock, interrupted_note, mark_interrupted_runs, remove_stale_temp
 from pipelines.engine.provenance import code_version, device_description, library_versions
-from pipelines.engine.stream import EngineSettings, Plan, run_inference
+from pipelines.engine.stream import EngineSettings, Plan, check_feature_storage, run_inference
 from pipelines.errors import UserError
 from pipelines.zoo import ModelSpec
 from pipelines.zoo.metadata import metadata_columns
@@ -238,7 +238,8 @@ def execute(
     unless ``inference.device`` is "cpu". ``metadata_overrides``: the user's model metadata override file
     (``models`` regime columns; docs/models.md). ``detectors`` with its ``fit_set``: the detectors are fitted on
     the fit set first (pipelines.engine.detectors; a model whose fit fails is failed for the run) and scored as
-    κ columns ``det_<name>`` during inference.
+    κ columns ``det_<name>`` during inference. ``inference.keep_features``: the kept features' size on disk is
+    checked against ``inference.feature_storage_bytes`` before anything runs (one-line UserError).
     """
     from results.store import Store
 
@@ -337,6 +338,9 @@ def _execute_locked(
     console = log.console
     started = _now()
     log.line(f"run {run_id}: {len(models)} models × {len(datasets)} datasets; log {log._file.name}")
+    if inference.keep_features:  # before any work: the kept features must fit their budget on disk
+        need = check_feature_storage(models, datasets, inference.feature_storage_bytes)
+        log.line(f"keeping features: {need / 2**30:.2f} GiB of float16 at most, under {workspace / 'features'}")
     log.line("starting Ray" if not ray_address else f"connecting to Ray at {ray_address}")
     init_ray(ray_address, num_cpus)
     if settings.gpus_per_actor == 0 and inference.device != "cpu" and cluster_gpus() > 0:

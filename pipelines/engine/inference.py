@@ -23,6 +23,7 @@ from pipelines.zoo import ModelSpec
 # log_msp: MSP's tie-free ranking key, used by C-OOD for MSP (cood.md §5); same exp pass as the others
 DEFAULT_CONFIDENCES = ("msp", "log_msp", "neg_entropy", "max_logit", "energy")
 FAULT_ENV = "UEBENCH_FAULT_ONCE"  # testing only: path of a marker; a model actor exits hard once (see _inject_fault)
+DEFAULT_FEATURE_STORAGE_BYTES = 64 << 30  # [detectors] feature_storage_gib default
 TRANSIENT_MARKERS = ("CUDA error: unspecified launch failure", "ECC error", "NCCL", "Connection reset", "timed out")
 
 
@@ -49,7 +50,11 @@ class InferenceOptions:
     max_image_pixels: images with more pixels are bad files, not decoded (decompression bombs);
     detectors: feature-space detectors (cood.detectors names) scored next to the forward pass, one κ column
     ``det_<name>`` each, from statistics fitted on the fit set whose sample fingerprint is ``detector_fit_sha256``
-    (pipelines.engine.detectors) with the hyper-parameter overrides ``detector_params`` (JSON, "" for none)."""
+    (pipelines.engine.detectors) with the hyper-parameter overrides ``detector_params`` (JSON, "" for none);
+    keep_features: also store every evaluated image's penultimate features as float16 beside the outputs
+    (pipelines.engine.outputs.feature_path; not part of an output's identity: the outputs' numbers do not change),
+    within ``feature_storage_bytes`` on disk for the whole run (checked before it starts,
+    pipelines.engine.stream.check_feature_storage)."""
 
     batch_size: int = 32
     device: str = "auto"
@@ -66,6 +71,8 @@ class InferenceOptions:
     detectors: tuple[str, ...] = ()
     detector_fit_sha256: str = ""
     detector_params: str = ""
+    keep_features: bool = False
+    feature_storage_bytes: int = DEFAULT_FEATURE_STORAGE_BYTES
 
     def kappa_columns(self) -> tuple[str, ...]:
         """Every per-sample κ column a model writes: logit κ, model-in-the-loop κ, then ``det_<name>``."""
@@ -223,6 +230,28 @@ def _inject_fault() -> None:
         with open(marker, "w") as handle:
             handle.write(str(os.getpid()))
         os._exit(1)
+
+
+def feature_width(ms: ModelSpec) -> int:
+    """D, the width of the features :func:`pipelines.zoo.features.feature_extractor` reads from ``ms``, from its
+    architecture on PyTorch's ``meta`` device (no weights, no memory, ≈ 0.1 s): timm ``forward_head(
+    forward_features(x), pre_logits=True)`` of a ``(1, 3, S, S)`` meta tensor (timm's ``num_features`` is not
+    always that width: MobileNetV3's head adds a 1,024-wide layer after its 576 features); open_clip the image
+    embedding's width; any other source the input width of its final 1,000-output ``nn.Linear``."""
+    import torch
+
+    from pipelines.zoo.features import _final_linear
+    from pipelines.zoo.registry import lookup_source
+
+    size = ms.preprocess.input_size
+    with torch.device("meta"), torch.no_grad():
+        model = lookup_source(ms.source, ms.spec).architecture(ms).eval()
+        x = torch.zeros((1, 3, size, size))
+        if ms.source == "timm":
+            return int(model.forward_head(model.forward_features(x), pre_logits=True).shape[-1])
+        if ms.source == "open_clip":
+            return int(model.encode_image(x).shape[-1])
+    return int(_final_linear(model)[1].in_features)
 
 
 def load_model(ms: ModelSpec, opts: InferenceOptions) -> tuple[Any, dict[str, Any], str]:

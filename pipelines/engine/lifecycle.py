@@ -65,7 +65,7 @@ HOUSEKEEPING_WAIT_S = 5.0
 # decode cache of uebench before 2026-12-03 (".<name>.<token>.tmp.npy"), still cleaned from older workspaces.
 _TEMP_FILE = re.compile(r"^\..+\.tmp(\.npy)?$")
 # Workspace folders whose files are written through such temporary files (searched recursively).
-_TEMP_FOLDERS = ("outputs", "reports", "datasets", "cache", "cood")
+_TEMP_FOLDERS = ("outputs", "features", "reports", "datasets", "cache", "cood")
 # Temporary files and folders a run or the demo leaves at the workspace top (or in data/) when killed.
 _TOP_PATTERNS = (".attempts-*", ".write-test-*")
 _DATA_PATTERNS = (".staging-*", ".*.tmp", "recipe.tmp")
@@ -344,7 +344,7 @@ def remove_stale_temp(workspace: Path, min_age_s: float = STALE_AFTER_S) -> int:
     """Delete temporary files that dead runs and commands left in ``workspace``; returns how many were deleted.
 
     What counts: ``.<name>.<token>.tmp`` (and the old decode cache's ``.tmp.npy``) files anywhere under
-    ``outputs/``, ``reports/``, ``datasets/``, ``cache/`` and ``cood/``; ``.attempts-*`` folders and
+    ``outputs/``, ``features/``, ``reports/``, ``datasets/``, ``cache/`` and ``cood/``; ``.attempts-*`` folders and
     ``.write-test-*`` files at the workspace top; the demo's ``data/.staging-*`` folders and
     ``data/recipe.tmp``. Only entries untouched for ``min_age_s`` seconds go, so a read-side command writing
     its output right now keeps its file. Call it only while holding the workspace lock (or with it free): a

@@ -9,6 +9,14 @@ Columns: ``sample_id`` (path relative to the dataset root), ``label`` (ImageNet-
 ``neg_entropy``, ``max_logit``, ``energy``, …). A file exists only once it is complete: it is written to a
 temporary name in the same folder and renamed; its manifest ``part-<shard>.json`` (pipelines.engine.identity)
 is written after it and says what produced it.
+
+Kept features (``[detectors] keep_features = true``; docs/detectors.md "Keeping features")::
+
+    <workspace>/features/model=<model_id>/dataset=<dataset>/part-<shard>.parquet
+
+Columns: ``sample_id`` and ``features`` (fixed-size list of float16, Parquet's Float16 logical type), the same
+rows as the output shard; written atomically by the same writer, with a manifest ``part-<shard>.json`` holding the
+output's identity and the SHA-256 of the output file it was written with (:func:`read_features` reads them back).
 """
 
 from __future__ import annotations
@@ -34,6 +42,27 @@ def output_dir(workspace: Path, model_id: str, dataset: str) -> Path:
 def shard_path(workspace: Path, model_id: str, dataset: str, shard: int) -> Path:
     """Path of one shard's Parquet file."""
     return output_dir(workspace, model_id, dataset) / f"part-{shard:05d}.parquet"
+
+
+def feature_dir(workspace: Path, model_id: str, dataset: str) -> Path:
+    """Folder holding the kept features of one (model, dataset)."""
+    return Path(workspace) / "features" / f"model={model_id}" / f"dataset={dataset}"
+
+
+def feature_path(workspace: Path, model_id: str, dataset: str, shard: int) -> Path:
+    """Path of one shard's kept features (same shard, same rows as :func:`shard_path`)."""
+    return feature_dir(workspace, model_id, dataset) / f"part-{shard:05d}.parquet"
+
+
+def feature_table(sample_ids: list[str], features: np.ndarray) -> pa.Table:
+    """``sample_id`` (N strings) and ``features``: ``(N, D) float16`` stored as a fixed-size list of float16."""
+    features = np.ascontiguousarray(features)
+    if features.dtype != np.float16 or features.ndim != 2 or features.shape[0] != len(sample_ids):
+        raise ValueError(f"feature_table needs ({len(sample_ids)}, D) float16, got {features.shape} {features.dtype}")
+    return pa.table({
+        "sample_id": pa.array(sample_ids, type=pa.string()),
+        "features": pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1]),
+    })
 
 
 def shard_table(
@@ -211,6 +240,39 @@ def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
         },
         metadata=metadata,
     )
+
+
+def read_features(workspace: Path, model_id: str, dataset: str) -> tuple[list[str], np.ndarray]:
+    """The kept features of (model, dataset): ``(sample_ids, features (N, D) float32)`` (stored float16, widened
+    exactly), every shard concatenated in sample_id order, as :func:`read_outputs` orders the outputs.
+
+    One-line UserError when there are none, a file is damaged, or a shard's features were not written with the
+    output shard stored now (its manifest names another output checksum, e.g. outputs recomputed by a run without
+    ``keep_features``): features are valid only with the outputs they were written beside."""
+    from pipelines.engine.identity import read_manifest
+
+    folder = feature_dir(workspace, model_id, dataset)
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        raise UserError(f"no kept features for model {model_id!r} on dataset {dataset!r} under {folder}; run with "
+                        "[detectors] keep_features = true")
+    tables = []
+    for f in files:
+        manifest = read_manifest(f) or {}
+        output = read_manifest(output_dir(workspace, model_id, dataset) / f.name) or {}
+        if not manifest.get("output_sha256") or manifest.get("output_sha256") != output.get("parquet_sha256"):
+            raise UserError(f"features {f} were not written with the outputs stored now; rerun `uebench run` with "
+                            "[detectors] keep_features = true to recompute them")
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(
+                f"features {f} are damaged ({' '.join(str(exc).split())[:120]}); rerun `uebench run` to recompute them"
+            ) from None
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).sort_by("sample_id")
+    col = table.column("features").combine_chunks()
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return table.column("sample_id").to_pylist(), values.reshape(table.num_rows, col.type.list_size).astype(np.float32)
 
 
 def workspace_dataset(workspace: Path, kind: str, fallback: str) -> str:

@@ -61,6 +61,8 @@ Example (every key but ``models`` and one dataset is optional)::
     seed = 0                # that sample's seed (default: the run's seed)
     feature_budget_mib = 1024   # most fit-set feature MiB held at once (one model's n_fit × D float32)
     params = { knn = { k = 50 } }   # replace a detector's paper defaults (docs/detectors.md)
+    keep_features = false   # true: also store every evaluated image's features as float16 (workspace features/)
+    feature_storage_gib = 64    # refuse the run when those kept features would need more (checked before it)
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ from pipelines.data.archives import FORMATS
 from pipelines.data.preprocess import DEFAULT_MAX_PIXELS
 from pipelines.engine.detectors import DEFAULT_FEATURE_BUDGET_BYTES, DetectorSettings
 from pipelines.engine.identity import DEFAULT_SHARDS
-from pipelines.engine.inference import DEFAULT_CONFIDENCES, InferenceOptions, detector_column
+from pipelines.engine.inference import (
+    DEFAULT_CONFIDENCES,
+    DEFAULT_FEATURE_STORAGE_BYTES,
+    InferenceOptions,
+    detector_column,
+)
 from pipelines.engine.stream import EngineSettings
 from pipelines.errors import UserError
 from results.model_metadata import Overrides, load_overrides
@@ -99,7 +106,9 @@ REMOVED_KEYS = {
 }
 DATASET_KEYS = {"kind", "root", "ground_truth", "per_class", "n_estimation", "format", "classes"}
 COOD_KEYS = {"window", "levels"}
-DETECTOR_KEYS = {"names", "fit", "fit_per_class", "seed", "feature_budget_mib", "params"}
+DETECTOR_KEYS = {
+    "names", "fit", "fit_per_class", "seed", "feature_budget_mib", "params", "keep_features", "feature_storage_gib",
+}
 HSC_KEYS = {"repetitions"}
 
 
@@ -278,6 +287,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
                         f"{repetitions}")
     detectors = _detectors(raw, datasets, seed)
     detector_columns = tuple(detector_column(name) for name in (detectors.names if detectors else ()))
+    keep_features, feature_storage = _kept_features(raw)
     chosen = workspace or (base / str(raw.get("workspace", "uebench-workspace")))
     overrides = None
     if "model_metadata" in raw:
@@ -301,6 +311,7 @@ def parse_config(raw: dict[str, Any], base: Path, workspace: Path | None = None)
             drop_rate=drop_rate, seed=seed,
             ood_logits=_typed("[inference] ood_logits", inference.get("ood_logits", False), bool, "true or false"),
             max_image_pixels=max_pixels, detectors=detectors.names if detectors else (),
+            keep_features=keep_features, feature_storage_bytes=feature_storage,
         ),
         engine=EngineSettings(
             num_shards=shards, budget_bytes=budget << 20, model_actors=model_actors, models_per_actor=per_actor,
@@ -359,6 +370,18 @@ def _detectors(raw: dict[str, Any], datasets: list[DatasetConfig], seed: int) ->
             raise UserError(f"[detectors] params.{name}: {name!r} is not in names")
         _unknown(f"[detectors] params.{name}", given, set(DETECTORS[name].defaults))
     return DetectorSettings(tuple(names), fit, per_class, fit_seed, budget << 20, params)
+
+
+def _kept_features(raw: dict[str, Any]) -> tuple[bool, int]:
+    """``[detectors] keep_features`` (default false) and ``feature_storage_gib`` (default 64) as (flag, bytes);
+    read only once ``[detectors]`` itself was validated (:func:`_detectors`)."""
+    table = raw.get("detectors", {})
+    keep = _typed("[detectors] keep_features", table.get("keep_features", False), bool, "true or false")
+    gib = _typed("[detectors] feature_storage_gib", table.get("feature_storage_gib",
+                 DEFAULT_FEATURE_STORAGE_BYTES / 2**30), (int, float), "a number of GiB > 0")
+    if not gib > 0:
+        raise UserError(f"[detectors] feature_storage_gib must be a number of GiB > 0, got {gib}")
+    return keep, int(gib * 2**30)
 
 
 def load_raw(path: Path) -> dict[str, Any]:

@@ -13,6 +13,8 @@ signature still needs (docs/engine.md):
    signature's models over a chain of stages; the crops flow through the chain, so they are decoded once.
 4. **Sink** (driver): each block's rows are appended to one streaming Parquet writer per (model, shard); when
    a shard's last block arrives its files are committed and their manifests written (pipelines.engine.identity).
+   With ``keep_features`` the actors also ship each model's penultimate features as float16 and the sink writes
+   them, one more file per (model, dataset, shard) (pipelines.engine.outputs.feature_path).
 
 Workers read only the dataset (same path or URI on every node) and never the workspace: crops and outputs travel
 through Ray's object store, whose share for this pipeline is capped by ``budget_bytes`` (Ray Data's
@@ -39,7 +41,7 @@ import pyarrow as pa
 from pipelines.data.datasets import ImageDataset
 from pipelines.engine import identity
 from pipelines.engine.inference import InferenceOptions, InferenceReport, TaskResult
-from pipelines.engine.outputs import ShardWriter, shard_path, shard_table
+from pipelines.engine.outputs import ShardWriter, feature_path, feature_table, shard_path, shard_table
 from pipelines.zoo import ModelSpec
 
 DEFAULT_BUDGET_BYTES = 1 << 30
@@ -154,7 +156,10 @@ class ModelStage:
     (weight loads = distinct actors per model). ``detector_stats``: model index -> {detector name: fitted
     statistics} (cood.detectors; each value may be a Ray object reference to that mapping): a model with
     statistics runs through :func:`pipelines.zoo.features.feature_extractor`, logits and features from one
-    forward pass, and adds the column ``m<k>.det_<name>`` per detector of ``opts.detectors``.
+    forward pass, and adds the column ``m<k>.det_<name>`` per detector of ``opts.detectors``. With
+    ``opts.keep_features`` every model runs through its feature extractor and adds ``m<k>.features (n, D)
+    float16`` (pipelines.zoo.features.features_to_fp16; zeros on undecodable rows; absent on a block the model
+    failed; features beyond float16's range fail the model with that error).
     """
 
     def __init__(self, specs: list[ModelSpec], indices: list[int], opts: InferenceOptions, keep_crops: bool,
@@ -182,12 +187,14 @@ class ModelStage:
             try:
                 model, info, _ = load_model(ms, opts)
                 extractor = None
-                if opts.detectors:
-                    from cood.detectors import kappa_params
-                    from pipelines.engine.inference import detector_column
+                if opts.detectors or opts.keep_features:
                     from pipelines.zoo.features import feature_extractor
 
                     extractor = feature_extractor(model, ms.source)
+                if opts.detectors:
+                    from cood.detectors import kappa_params
+                    from pipelines.engine.inference import detector_column
+
                     stats = self.detector_stats[k]
                     info["kappa_params"].update({
                         detector_column(name): json.loads(kappa_params(stats[name])) for name in opts.detectors
@@ -201,6 +208,7 @@ class ModelStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from cood.confidence import compute
         from pipelines.engine.inference import forward_all
+        from pipelines.zoo.features import features_to_fp16
 
         n = len(batch["error"])
         good = np.flatnonzero(batch["error"] == "")
@@ -211,6 +219,7 @@ class ModelStage:
         for j, (k, (ms, model, info, error)) in enumerate(zip(self.indices, self.models, strict=True)):
             logits = np.zeros((n, 1000), dtype=np.float32)
             columns: dict[str, np.ndarray] = {}
+            kept: np.ndarray | None = None
             if error is None and len(good):
                 try:
                     crops = batch[self.crop_columns[j]]
@@ -223,6 +232,10 @@ class ModelStage:
                     logits[good] = part
                     if self.opts.detectors:
                         extra.update(detector_columns(self.detector_stats[k], np.concatenate(features), part))
+                    if self.opts.keep_features:
+                        half = features_to_fp16(np.concatenate(features))
+                        kept = np.zeros((n, half.shape[1]), dtype=np.float16)
+                        kept[good] = half
                     for name, values in {**compute(part, self.opts.confidences), **extra}.items():
                         full = np.zeros(n, dtype=np.float64)
                         full[good] = values
@@ -234,6 +247,8 @@ class ModelStage:
             out[f"m{k}.pred"] = logits.argmax(axis=1).astype(np.int32)
             if ship_logits:
                 out[f"m{k}.logits"] = logits
+            if kept is not None and error is None:
+                out[f"m{k}.features"] = kept
             for name in self.opts.kappa_columns():
                 out[f"m{k}.{name}"] = columns.get(name, np.zeros(n, dtype=np.float64))
             out[f"m{k}.error"] = np.full(n, error or "", dtype=object)
@@ -283,7 +298,9 @@ def plan_run(
     models: list[ModelSpec], datasets: list[ImageDataset], workspace: Path, opts: InferenceOptions,
     num_shards: int, quarantine: Path,
 ) -> Plan:
-    """Verify every stored output against what this run would produce; list what must be computed."""
+    """Verify every stored output against what this run would produce; list what must be computed. With
+    ``opts.keep_features`` a reused output also needs its kept features (:func:`verify_features`); a shard whose
+    features are missing or fail verification is computed again, outputs and features, and the reason recorded."""
     shards = {d.name: identity.plan_shards(d, num_shards) for d in datasets}
     identities: dict[tuple[int, str, int], dict[str, Any]] = {}
     todo: dict[tuple[int, str], list[int]] = {}
@@ -302,16 +319,21 @@ def plan_run(
             options = identity_options(opts, d)
             folder = shard_path(workspace, ms.model_id, d.name, 0).parent
             live = {shard_path(workspace, ms.model_id, d.name, s).name for s in plan.fingerprints}
-            for stale in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
-                if stale.name not in live:  # its class folders are gone, or the shard count changed
-                    why = "shard holds no images now"
-                    identity.move_to_quarantine(stale, quarantine / folder.relative_to(workspace), why)
-                    recomputed.append((ms.model_id, d.name, -1, f"{stale.name}: {why}"))
+            kept = feature_path(workspace, ms.model_id, d.name, 0).parent
+            for where in (folder, kept) if opts.keep_features else (folder,):
+                for stale in sorted(where.glob("part-*.parquet")) if where.is_dir() else []:
+                    if stale.name not in live:  # its class folders are gone, or the shard count changed
+                        why = "shard holds no images now"
+                        identity.move_to_quarantine(stale, quarantine / where.relative_to(workspace), why)
+                        label = stale.name if where == folder else f"kept features {stale.name}"
+                        recomputed.append((ms.model_id, d.name, -1, f"{label}: {why}"))
             for s in plan.fingerprints:
                 expected = identity.output_identity(ms, weights, options, d.name, s, plan)
                 identities[(k, d.name, s)] = expected
                 path = shard_path(workspace, ms.model_id, d.name, s)
                 verdict = identity.verify_output(path, expected, quarantine / path.parent.relative_to(workspace))
+                if verdict.reuse and opts.keep_features:
+                    verdict = verify_features(workspace, ms.model_id, d.name, s, expected, verdict, quarantine)
                 if verdict.reuse:
                     manifest = verdict.manifest or {}
                     results.append(TaskResult(
@@ -326,6 +348,54 @@ def plan_run(
                     if verdict.reason != "no output yet":
                         recomputed.append((ms.model_id, d.name, s, verdict.reason))
     return Plan(shards, identities, todo, results, recomputed)
+
+
+def verify_features(
+    workspace: Path, model_id: str, dataset: str, shard: int, expected: dict[str, Any], output: identity.Verdict,
+    quarantine: Path,
+) -> identity.Verdict:
+    """The verdict on a verified output (``output``) once its kept features are checked too: they must carry the
+    output's identity ``expected`` and their own checksum (identity.verify_output, which quarantines them with the
+    reason otherwise) and name the stored output's SHA-256 (written beside this very file). Reuse keeps
+    ``output``'s manifest; any failure is a one-line reason starting "kept features"."""
+    path = feature_path(workspace, model_id, dataset, shard)
+    where = quarantine / path.parent.relative_to(workspace)
+    verdict = identity.verify_output(path, expected, where)
+    if not verdict.reuse:
+        reason = "missing" if verdict.reason == "no output yet" else verdict.reason
+        return identity.Verdict(False, f"kept features {reason}", verdict.quarantined)
+    written_with = (verdict.manifest or {}).get("output_sha256")
+    if written_with != (output.manifest or {}).get("parquet_sha256"):
+        reason = "kept features were written with another output file"
+        identity.move_to_quarantine(path, where, reason)
+        return identity.Verdict(False, reason, True)
+    return output
+
+
+def check_feature_storage(models: list[ModelSpec], datasets: list[ImageDataset], budget_bytes: int) -> int:
+    """Bytes the kept features of a run take on disk: Σ over models of (images of the evaluated ``datasets``) × D × 2
+    (float16; D from :func:`pipelines.engine.inference.feature_width`, Parquet's few bytes per row left out).
+    UserError (one line) when that exceeds ``budget_bytes`` or a model's D cannot be read."""
+    from pipelines.engine.inference import feature_width
+    from pipelines.errors import UserError
+
+    images = sum(len(d) for d in datasets)
+    widths = {}
+    for ms in models:
+        try:
+            widths[ms.model_id] = feature_width(ms)
+        except Exception as exc:
+            raise UserError(f"[detectors] keep_features: cannot read the feature width of {ms.model_id} "
+                            f"({_one_line(exc)})") from None
+    need = images * sum(widths.values()) * 2
+    if need > budget_bytes:
+        widest = max(widths, key=widths.__getitem__)
+        raise UserError(
+            f"[detectors] keep_features: {len(models)} model(s) × {images} images need {need / 2**30:.2f} GiB of "
+            f"float16 features (Σ images × D × 2 bytes; widest D = {widths[widest]}, {widest}), over "
+            f"feature_storage_gib = {budget_bytes / 2**30:g}; raise it, or keep features for fewer models or images"
+        )
+    return need
 
 
 # -- execution -------------------------------------------------------------------------------------------------
@@ -427,7 +497,8 @@ def _decode_is_separate(settings: EngineSettings) -> bool:
 
 @dataclass
 class _Sink:
-    """Driver side of one signature's pipeline: streaming writers per (model, dataset, shard)."""
+    """Driver side of one signature's pipeline: streaming writers per (model, dataset, shard), and with
+    ``opts.keep_features`` a second one per (model, dataset, shard) for the kept features (``feature_writers``)."""
 
     workspace: Path
     run_id: str
@@ -441,6 +512,8 @@ class _Sink:
     libraries: str
     received: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
     writers: dict[tuple[int, int, int], ShardWriter] = field(default_factory=dict)
+    feature_writers: dict[tuple[int, int, int], ShardWriter] = field(default_factory=dict)
+    feature_dims: dict[int, int] = field(default_factory=dict)
     errors: dict[tuple[int, int, int], str] = field(default_factory=dict)
     bad: dict[tuple[int, int], list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
     info: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -480,6 +553,10 @@ class _Sink:
             logits = rows[f"m{k}.logits"][ok] if store else None
             table = shard_table(ids, labels, logits, confidences, store, pred=rows[f"m{k}.pred"][ok])
             self._writer(k, di, s).write(table)
+            if self.opts.keep_features and ids:
+                features = rows[f"m{k}.features"][ok]
+                self.feature_dims.setdefault(k, features.shape[1])
+                self._feature_writer(k, di, s).write(feature_table(ids, features))
         self.received[(di, s)] += len(errors)
         self.images += len(errors)
         if self.received[(di, s)] >= self.counts[(di, s)]:
@@ -497,6 +574,31 @@ class _Sink:
             })
         return self.writers[key]
 
+    def _feature_writer(self, k: int, di: int, s: int) -> ShardWriter:
+        key = (k, di, s)
+        if key not in self.feature_writers:
+            ms, d = self.models[k], self.datasets[di]
+            self.feature_writers[key] = ShardWriter(feature_path(self.workspace, ms.model_id, d.name, s), {
+                "model_spec": ms.spec, "preprocess": ms.preprocess.signature, "dtype": "float16",
+                "code_version": self.code_version, "libraries": self.libraries,
+            })
+        return self.feature_writers[key]
+
+    def _commit_features(self, k: int, di: int, s: int, output: dict[str, Any]) -> None:
+        """Commit the kept features of (model, dataset, shard) after its output (manifest ``output``): the same
+        identity, plus the output file's SHA-256 they were written with (pipelines.engine.stream.verify_features)."""
+        from pipelines.engine.inference import feature_width
+
+        if (k, di, s) not in self.feature_writers:  # every image of the shard was bad: an empty file, width D
+            self.feature_dims.setdefault(k, feature_width(self.models[k]))
+            self._feature_writer(k, di, s).write(feature_table([], np.zeros((0, self.feature_dims[k]), np.float16)))
+        writer = self.feature_writers.pop((k, di, s))
+        path = writer.commit()
+        identity.write_manifest(path, output["identity"], {
+            "rows": writer.rows, "output_sha256": output["parquet_sha256"], "run_id": self.run_id,
+            "dtype": "float16", "feature_dim": self.feature_dims.get(k), "code_version": self.code_version,
+        })
+
     def _finish(self, di: int, s: int) -> None:
         d = self.datasets[di]
         seconds = time.perf_counter() - self.started.pop((di, s), time.perf_counter())
@@ -509,8 +611,9 @@ class _Sink:
             writer = self.writers.pop((k, di, s), None)
             error = self.errors.pop((k, di, s), None)
             if error is not None:
-                if writer is not None:
-                    writer.abort()
+                for open_writer in (writer, self.feature_writers.pop((k, di, s), None)):
+                    if open_writer is not None:
+                        open_writer.abort()
                 result.status, result.error, result.output_path = "failed", error, None
                 self.results.append(result)
                 continue
@@ -521,11 +624,13 @@ class _Sink:
                 }, stores_logits(d, self.opts)))
             writer.commit()
             info = self.info.get(k, {})
-            identity.write_manifest(path, self.plan.identities[(k, d.name, s)], {
+            manifest = identity.write_manifest(path, self.plan.identities[(k, d.name, s)], {
                 "rows": writer.rows, "bad_files": [list(b) for b in bad], "run_id": self.run_id,
                 "state_dict_sha256": info.get("weights_sha256"), "params": info.get("params"),
                 "device": info.get("device"), "code_version": self.code_version,
             })
+            if self.opts.keep_features:
+                self._commit_features(k, di, s, manifest)
             result.n_samples, result.device = writer.rows, info.get("device")
             result.model_info = {"params": info.get("params"), "weights_sha256": info.get("weights_sha256")}
             self.results.append(result)
@@ -540,9 +645,10 @@ class _Sink:
                 self._finish(di, s)
 
     def abort(self) -> None:
-        for writer in self.writers.values():
+        for writer in (*self.writers.values(), *self.feature_writers.values()):
             writer.abort()
         self.writers.clear()
+        self.feature_writers.clear()
 
 
 def _configure_ray_data(budget_bytes: int) -> None:
