@@ -121,7 +121,7 @@ def readable_outputs(outputs: Path) -> list[Path]:
 
 # Views over the tables that several canned queries read (results/queries/views/<name>.sql), created as temporary
 # views at every open like ``samples``, in this order (a later one may read an earlier one).
-SHARED_VIEWS = ("model_population", "regime_members", "detector_pairs")
+SHARED_VIEWS = ("model_population", "regime_members", "detector_pairs", "selective_ranked")
 
 
 @functools.cache

@@ -205,20 +205,24 @@ class Outputs:
         return len(self.sample_ids)
 
 
+def _read_part(path: Path, what: str, pronoun: str) -> pa.Table:
+    """One stored Parquet part; a damaged one is a one-line UserError saying how to recompute it."""
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(
+            f"{what} {path} {'are' if pronoun == 'them' else 'is'} damaged ({' '.join(str(exc).split())[:120]}); "
+            f"rerun `uebench run` to recompute {pronoun}"
+        ) from None
+
+
 def read_outputs(workspace: Path, model_id: str, dataset: str) -> Outputs:
     """Read every shard of (model, dataset), sorted by sample_id; raises UserError when there are none."""
     folder = output_dir(workspace, model_id, dataset)
     files = sorted(folder.glob("part-*.parquet"))
     if not files:
         raise UserError(f"no outputs for model {model_id!r} on dataset {dataset!r} under {folder}")
-    tables = []
-    for f in files:
-        try:
-            tables.append(pq.read_table(f))
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(
-                f"output {f} is damaged ({' '.join(str(exc).split())[:120]}); rerun `uebench run` to recompute it"
-            ) from None
+    tables = [_read_part(f, "output", "it") for f in files]
     metadata = {k.decode(): v.decode() for k, v in (tables[0].schema.metadata or {}).items()}
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     table = table.sort_by("sample_id")
@@ -263,12 +267,7 @@ def read_features(workspace: Path, model_id: str, dataset: str) -> tuple[list[st
         if not manifest.get("output_sha256") or manifest.get("output_sha256") != output.get("parquet_sha256"):
             raise UserError(f"features {f} were not written with the outputs stored now; rerun `uebench run` with "
                             "[detectors] keep_features = true to recompute them")
-        try:
-            tables.append(pq.read_table(f))
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(
-                f"features {f} are damaged ({' '.join(str(exc).split())[:120]}); rerun `uebench run` to recompute them"
-            ) from None
+        tables.append(_read_part(f, "features", "them"))
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables]).sort_by("sample_id")
     col = table.column("features").combine_chunks()
     values = col.flatten().to_numpy(zero_copy_only=False)
