@@ -524,7 +524,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, choices=(1, 2), default=1, help="2 doubles both per-class counts")
     parser.add_argument("--models", type=int, default=len(MODELS), help=f"first N of the {len(MODELS)} models")
     parser.add_argument("--budget-mib", type=int, default=1024, help="decode budget of the run (MiB)")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--batch-size", type=int, default=128,
                         help="images per block in the run and per forward call in the forward-only baseline")
     parser.add_argument("--rate-images", type=int, default=1024,
                         help="images of the forward-only baseline (decode-only: 4× as many files)")
