@@ -268,10 +268,13 @@ def _groups(frame: pl.DataFrame, keys: Sequence[str]) -> list[tuple[dict[str, ob
             for key, group in frame.group_by(list(keys), maintain_order=True)]
 
 
-def _statistics_frame(rows: list[dict[str, object]], keys: Mapping[str, pl.DataType], stats: type) -> pl.DataFrame:
+def _statistics_frame(rows: list[dict[str, object]], keys: Mapping[str, pl.DataType], *stats: type) -> pl.DataFrame:
+    """``rows`` as a frame of the ``keys`` columns, then the fields of each dataclass of ``stats`` (int fields
+    Int64, the others Float64); an empty frame of that schema when there are no rows."""
     schema = {**keys}
-    for name, kind in stats.__annotations__.items():
-        schema[name] = pl.Int64() if kind == "int" else pl.Float64()
+    for fields in stats:
+        for name, kind in fields.__annotations__.items():
+            schema[name] = pl.Int64() if kind == "int" else pl.Float64()
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
@@ -343,11 +346,7 @@ def ts_summaries(
         ranks = RankChange(reorder.kendall, reorder.kendall_low, reorder.kendall_high, int((moves != 0).sum()),
                            int(moves.max()))
         rows.append({**key, **change.row(), **asdict(ranks)})
-    schema = dict.fromkeys(keys, pl.String())
-    for stats in (PairedDifference, RankChange):
-        schema.update({name: pl.Int64() if kind == "int" else pl.Float64()
-                       for name, kind in stats.__annotations__.items()})
-    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return _statistics_frame(rows, dict.fromkeys(keys, pl.String()), PairedDifference, RankChange)
 
 
 @dataclass(frozen=True)
@@ -407,11 +406,7 @@ def detector_summaries(
         )  # fmt: skip
         change = paired_difference(hardest, n_boot=n_boot, seed=seed, confidence=confidence)
         rows.append({**key, **asdict(summary), **change.row()})
-    schema = dict.fromkeys(keys, pl.String())
-    for stats in (DetectorSummary, PairedDifference):
-        schema.update({name: pl.Int64() if kind == "int" else pl.Float64()
-                       for name, kind in stats.__annotations__.items()})
-    result = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    result = _statistics_frame(rows, dict.fromkeys(keys, pl.String()), DetectorSummary, PairedDifference)
     return result.sort(["origin", "median_mean_auroc", "kappa"], descending=[False, True, False], nulls_last=True)
 
 
