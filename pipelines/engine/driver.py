@@ -283,11 +283,11 @@ def execute(
 def _fit_detectors(
     models: list[ModelSpec], fit_set: ImageDataset, workspace: Path, inference: InferenceOptions,
     detectors: DetectorSettings, log: RunLog, settings: EngineSettings,
-) -> tuple[list[ModelSpec], dict[int, dict[str, Any]], list[TaskResult], InferenceOptions]:
+) -> tuple[list[ModelSpec], dict[int, Any], list[TaskResult], InferenceOptions]:
     """The fit phase (pipelines.engine.detectors.fit_all: one Ray task per model to fit, with the model actors'
     resources from ``settings``): the models whose detectors are fitted, their statistics by index into that
-    list, a failed task (dataset = the fit set, shard -1) per other model, and the inference options carrying the
-    detectors and the fit set's fingerprint."""
+    list (each a mapping or, with Ray up, its object reference: FitReport.stats), a failed task (dataset = the fit
+    set, shard -1) per other model, and the inference options carrying the detectors and the fit set's fingerprint."""
     from pipelines.engine.detectors import fit_all, fit_set_sha256
 
     sha = fit_set_sha256(fit_set)
