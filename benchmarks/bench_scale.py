@@ -210,8 +210,8 @@ def rate_baselines(models: Sequence[str], pres: Sequence, files: Sequence[Path],
 
 def pooled_median(baselines: Mapping[str, Mapping[str, Any]], kind: str) -> float:
     """The median of every repetition of baseline ``kind`` over all measuring times in ``baselines`` (before and
-    after the run): the machine's speed drifts by up to ±15 % over a 20-minute run on a shared 2-core host, so a
-    snapshot from one side of the run alone can sit at either end of that drift."""
+    after the run): on a shared 2-core host the machine's speed moved by up to a fifth between 20-minute runs
+    (BENCHMARKS.md, runs E–G), so a snapshot from one side of the run alone can sit at either end of that drift."""
     return float(np.median([rate for when in baselines.values() for rate in when[kind]["rates"]]))
 
 
@@ -563,7 +563,8 @@ def main() -> None:
     parser.add_argument("--decode-cpus", type=float, default=None,
                         help="CPUs per decode task; other than 1 (the model actors' CPUs) keeps decode out of the "
                              "actors, so crops travel through the object store and the budget binds")
-    parser.add_argument("--rate-repeats", type=int, default=3, help="repetitions of each rate baseline (median)")
+    parser.add_argument("--rate-repeats", type=int, default=3,
+                        help="repetitions of each rate baseline, before and after the run (median of all)")
     parser.add_argument("--data", type=Path, default=Path("/tmp/uebench-scale/data"), help="generated data root")
     parser.add_argument("--workspace", type=Path, default=None, help="run workspace (emptied first)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measured number here")
