@@ -167,6 +167,7 @@ class Store:
         self._con = con
         self.path = path
         self.read_only = read_only
+        self._open_transactions = 0  # blocks of _Transaction open on this store (the outermost owns BEGIN)
 
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
@@ -338,7 +339,12 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._con)
+        return _Transaction(self)
+
+    def transaction(self) -> _Transaction:
+        """``with store.transaction():`` BEGIN … COMMIT around the block, ROLLBACK when it raises; every
+        :meth:`ingest` / :meth:`ingest_frames` inside it joins it (all of the block's rows, or none)."""
+        return self._transaction()
 
     def ingest(self, table: str, rows: pl.DataFrame) -> int:
         """Insert ``rows`` into ``table``, replacing rows with the same natural key; returns the row count.
@@ -426,28 +432,29 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN … COMMIT around a block; ROLLBACK when it raises. Nested use joins the outer transaction."""
+    """BEGIN … COMMIT around a block; ROLLBACK when it raises. Nested use joins the outer transaction: the store
+    counts its open blocks, because a BEGIN inside a DuckDB transaction fails and aborts that transaction."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._owner = False
 
     def __enter__(self) -> None:
-        try:
-            self._con.begin()
+        if self._store._open_transactions == 0:
+            self._store._con.begin()
             self._owner = True
-        except duckdb.TransactionException:
-            self._owner = False
+        self._store._open_transactions += 1
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._store._open_transactions -= 1
         if not self._owner:
             return
         if exc_type is None:
-            self._con.commit()
+            self._store._con.commit()
         else:
-            self._con.rollback()
+            self._store._con.rollback()
 
 
 def database_path(workspace: Path) -> Path:

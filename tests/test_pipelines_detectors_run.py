@@ -196,7 +196,11 @@ def _classifier(ms):
 def test_fit_phase_respects_the_feature_budget_and_refits_when_parameters_change(tmp_path):
     """In-process fit phase: a budget below one model's n_fit × D × 4 bytes is a one-line error for that model;
     stored statistics are reused under the same identity and refitted when a hyper-parameter changes."""
+    import ray
+
     from pipelines.engine.detectors import DetectorSettings, fit_all
+
+    ray.shutdown()  # in-process: with Ray up (left by an earlier test module) the statistics would be object refs
     from pipelines.engine.inference import InferenceOptions
     from pipelines.zoo import resolve_all
 

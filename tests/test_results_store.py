@@ -165,6 +165,28 @@ def test_ingest_frames_is_all_or_nothing(tmp_path: Path, frames: dict[str, pl.Da
         assert store.table("models").height == 0
 
 
+def test_nested_ingests_join_one_transaction(tmp_path: Path, frames: dict[str, pl.DataFrame]) -> None:
+    """Several ingest_frames inside store.transaction(): all committed together, or all rolled back when a later
+    one fails (a BEGIN issued inside the open transaction would abort it and fail the very first ingest)."""
+    db = tmp_path / "r.duckdb"
+    models = frames["models"]
+    one, rest = models.head(1), models.tail(models.height - 1)
+    with Store.open(db) as store:
+        with store.transaction():
+            store.ingest_frames({"models": one})
+            store.ingest_frames({"models": rest})
+            assert store.table("models").height == models.height  # visible inside the transaction
+        assert store.table("models").height == models.height
+        with pytest.raises(StoreError, match="oops"), store.transaction():
+            store.ingest_frames({"models": one.with_columns(pl.lit("changed").alias("name"))})
+            store.ingest_frames({"datasets": pl.DataFrame({"dataset": ["x"], "kind": ["id"], "oops": [1]})})
+        assert _sorted(store.table("models"), "models")["name"].to_list() == _sorted(models, "models")["name"].to_list()
+        with store.transaction():  # the store is usable after the rollback
+            store.ingest("datasets", pl.DataFrame({"dataset": ["x"], "kind": ["id"]}))
+    with Store.open(db, read_only=True) as store:
+        assert store.table("datasets")["dataset"].to_list() == ["x"]
+
+
 def test_read_only_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no results database at"):
         Store.open(tmp_path / "missing.duckdb", read_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import sys
@@ -59,6 +60,7 @@ class RunContext:
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
     console: Console = field(default_factory=Console)
     on_model_done: Callable[[str], None] | None = None  # progress: an analysis finished this model
+    on_model_tables: Callable[[dict[str, pl.DataFrame]], None] | None = None  # a finished model's rows, to ingest
     status: str = "running"  # ok | partial | failed | interrupted once the run is over
     inference: InferenceReport | None = None
 
@@ -207,6 +209,63 @@ class RunLog:
         self._stop.set()
         self._thread.join(timeout=2)
         self._file.close()
+
+
+def analyse_and_ingest(name: str, analysis: Analysis, context: RunContext, db_path: Path, log: RunLog) -> list[str]:
+    """Run one analysis over ``context.models`` and ingest its rows into ``db_path``; the run's error lines.
+
+    All of the analysis's rows go in one transaction (all or none), each model's ingested as that model finishes
+    (``RunContext.on_model_tables``), so the driver holds one model's rows at a time, not every model's. A failing
+    model fails alone (its error is returned); a failing analysis or ingest is returned too, never raised.
+    """
+    from results.store import Store
+
+    t1 = time.perf_counter()
+    done = [0]
+    errors: list[str] = []
+    failure: tuple[str, str] | None = None  # (error, log line)
+    log.progress(f"analysis {name}", 0, len(context.models))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        def model_done(model_id: str) -> None:
+            done[0] += 1
+            log.progress(f"analysis {name} (last: {model_id})", done[0], len(context.models))
+
+        ingest_errors: list[str] = []
+
+        def ingest(tables: dict[str, pl.DataFrame], store: Store) -> None:
+            try:
+                store.ingest_frames(tables)
+            except Exception as exc:
+                ingest_errors.append(f"{type(exc).__name__}: {exc}")
+                raise
+
+        context.on_model_done = model_done
+        try:
+            with Store.open(db_path, samples=False) as store, store.transaction():
+                context.on_model_tables = functools.partial(ingest, store=store)
+                context.on_model_tables(analysis(context))  # rows an analysis returns besides (none from map_models)
+        except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
+            if ingest_errors:
+                failure = (f"ingest failed: {ingest_errors[0]}", f"analysis {name}: ingest failed: {exc}")
+            else:
+                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                failure = (message, f"analysis {name} failed: {message}")
+        finally:
+            context.on_model_done = context.on_model_tables = None
+    for message in sorted({str(w.message) for w in caught if not issubclass(w.category, ModelAnalysisFailed)}):
+        log.line(f"note ({name}): {message}", style="yellow")
+    for warning in caught:
+        if issubclass(warning.category, ModelAnalysisFailed):
+            errors.append(f"{name}: {warning.message}")
+            log.line(f"analysis {name} failed for {warning.message}", style="red")
+    if failure is not None:
+        errors.append(f"{name}: {failure[0]}")
+        log.line(failure[1], style="red")
+    else:
+        log.line(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
+    return errors
 
 
 def execute(
@@ -404,40 +463,7 @@ def _execute_locked(
             store.ingest(table, frame)
     errors = []
     for name, analysis in analyses if context.models else []:
-        t1 = time.perf_counter()
-        done = [0]
-        log.progress(f"analysis {name}", 0, len(context.models))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-
-            def model_done(model_id: str, name: str = name, done: list[int] = done) -> None:
-                done[0] += 1
-                log.progress(f"analysis {name} (last: {model_id})", done[0], len(context.models))
-
-            context.on_model_done = model_done
-            try:
-                produced = analysis(context)
-            except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
-                message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-                errors.append(f"{name}: {message}")
-                log.line(f"analysis {name} failed: {message}", style="red")
-                continue
-            finally:
-                context.on_model_done = None
-        for message in sorted({str(w.message) for w in caught if not issubclass(w.category, ModelAnalysisFailed)}):
-            log.line(f"note ({name}): {message}", style="yellow")
-        for warning in caught:
-            if issubclass(warning.category, ModelAnalysisFailed):
-                errors.append(f"{name}: {warning.message}")
-                log.line(f"analysis {name} failed for {warning.message}", style="red")
-        try:
-            with Store.open(db_path, samples=False) as store:
-                store.ingest_frames(produced)  # one transaction: all of an analysis's tables or none
-        except Exception as exc:
-            errors.append(f"{name}: ingest failed: {type(exc).__name__}: {exc}")
-            log.line(f"analysis {name}: ingest failed: {exc}", style="red")
-            continue
-        log.line(f"analysis {name}: {time.perf_counter() - t1:.1f} s")
+        errors += analyse_and_ingest(name, analysis, context, db_path, log)
     status = "ok"
     if failed_models or errors:
         status = "failed" if len(failed_models) == len(models) else "partial"
