@@ -256,13 +256,13 @@ class Store:
 
     def _migrate(self, version: int, current: int) -> None:
         for number in range(version + 1, current + 1):
-            with self._transaction():
+            with self.transaction():
                 migrations.MIGRATIONS[number](self._con)
                 self._con.execute(
                     f"INSERT INTO {migrations.VERSION_TABLE} VALUES (?, ?)",
                     [number, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
                 )
-        with self._transaction():
+        with self.transaction():
             try:
                 migrations.reconcile(self._con)
             except ValueError as exc:
@@ -338,13 +338,10 @@ class Store:
         return self.query(f"SELECT * FROM {_quote(name)}{order}")
 
     # -- writing ---------------------------------------------------------------------------------------------
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
-
     def transaction(self) -> _Transaction:
         """``with store.transaction():`` BEGIN … COMMIT around the block, ROLLBACK when it raises; every
         :meth:`ingest` / :meth:`ingest_frames` inside it joins it (all of the block's rows, or none)."""
-        return self._transaction()
+        return _Transaction(self)
 
     def ingest(self, table: str, rows: pl.DataFrame) -> int:
         """Insert ``rows`` into ``table``, replacing rows with the same natural key; returns the row count.
@@ -353,12 +350,12 @@ class Store:
         table's types); absent nullable columns become NULL. Unknown columns, absent NOT NULL columns and keys
         repeated inside ``rows`` raise StoreError.
         """
-        with self._transaction():
+        with self.transaction():
             return self._ingest(table, rows)
 
     def ingest_frames(self, frames: Mapping[str, pl.DataFrame]) -> dict[str, int]:
         """Ingest several tables in one transaction (all or nothing); table -> rows ingested."""
-        with self._transaction():
+        with self.transaction():
             return {table: self._ingest(table, rows) for table, rows in frames.items()}
 
     def _primary_key(self, table: str) -> tuple[str, ...]:

@@ -69,10 +69,9 @@ def map_models(ctx: RunContext, fn: Callable[[AnalysisInputs, ModelSpec], Tables
     several models. ``ctx.on_model_done(model_id)`` (if set) is called as each model finishes.
 
     Each model's tables go, as that model finishes, to ``ctx.on_model_tables(tables)`` when it is set (the driver
-    ingests them there, so it holds one model's rows at a time: ≈ 4.6 MiB per model for the C-OOD analysis, ≈ 4.5 GB
-    for 1,000 models if gathered) and are then not kept, and an exception it raises propagates; otherwise they are
-    returned, concatenated in model order. Failed models raise :class:`ModelAnalysisFailed` warnings; if every model
-    failed, a RuntimeError carries the first error."""
+    ingests them there, so it holds one model's rows at a time; BENCHMARKS.md "Runs H, I, J") and are then not kept,
+    and an exception it raises propagates; otherwise they are returned, concatenated in model order. Failed models
+    raise :class:`ModelAnalysisFailed` warnings; if every model failed, a RuntimeError carries the first error."""
     ids, oods = ctx.id_datasets(), ctx.ood_datasets()
     inputs = AnalysisInputs(ctx.workspace, ctx.run_id, ctx.options, ids[0] if ids else None, oods[0] if oods else None)
     import ray

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import sys
@@ -233,19 +232,19 @@ def analyse_and_ingest(name: str, analysis: Analysis, context: RunContext, db_pa
             log.progress(f"analysis {name} (last: {model_id})", done[0], len(context.models))
 
         ingest_errors: list[str] = []
-
-        def ingest(tables: dict[str, pl.DataFrame], store: Store) -> None:
-            try:
-                store.ingest_frames(tables)
-            except Exception as exc:
-                ingest_errors.append(f"{type(exc).__name__}: {exc}")
-                raise
-
         context.on_model_done = model_done
         try:
             with Store.open(db_path, samples=False) as store, store.transaction():
-                context.on_model_tables = functools.partial(ingest, store=store)
-                context.on_model_tables(analysis(context))  # rows an analysis returns besides (none from map_models)
+
+                def ingest(tables: dict[str, pl.DataFrame]) -> None:
+                    try:
+                        store.ingest_frames(tables)
+                    except Exception as exc:
+                        ingest_errors.append(f"{type(exc).__name__}: {exc}")
+                        raise
+
+                context.on_model_tables = ingest
+                ingest(analysis(context))  # rows an analysis returns besides (none from map_models)
         except Exception as exc:  # one analysis failing must not lose the others or leave the run 'running'
             if ingest_errors:
                 failure = (f"ingest failed: {ingest_errors[0]}", f"analysis {name}: ingest failed: {exc}")
